@@ -1,0 +1,28 @@
+# Onnes: superconductor discovery campaigns with generative crystal models.
+# Run: snakemake --cores all [--configfile config/demo.yaml] [--config data_mirror=DIR]
+# Architecture: DESIGN.md (project copy of the team design) and README.md.
+from snakemake.utils import min_version, validate
+
+import onnes.config
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+# Defaults come from the schema; unknown keys and wrong types fail here. onnes.config
+# runs first because its message names the offending key (data.per_dataset.mp20.max_atom)
+# where a bare JSON-schema error prints the whole config.
+onnes.config.validate(config)
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        campaign_targets(),

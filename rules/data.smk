@@ -1,0 +1,81 @@
+# Data stage: fetch (mirror or upstream, checksummed) -> curate -> split.
+
+
+rule fetch_raw_file:
+    output:
+        f"{CACHE}/{{path}}",
+    log:
+        f"{CACHE}/logs/{{path}}.log",
+    retries: 2
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        mirror=mirror_option(),
+        cache=lambda wildcards, output: output[0][: -len(wildcards.path) - 1],
+    shell:
+        "onnes data fetch {wildcards.path:q} --cache {params.cache:q} {params.mirror} > {log:q} 2>&1"
+
+
+rule curate_dataset:
+    input:
+        raw_files,
+    output:
+        curated=f"{RESULTS}/data/{{dataset}}/curated.parquet",
+        dropped=f"{RESULTS}/data/{{dataset}}/dropped.parquet",
+        report=f"{RESULTS}/data/{{dataset}}/curation.json",
+    log:
+        f"{RESULTS}/logs/data/curate_{{dataset}}.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: config["data"]["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        settings=curate_settings,
+        cache=lambda wildcards, input: input[0][
+            : -len(DATASET_FILES[wildcards.dataset][0]) - 1
+        ],
+        out_dir=lambda wildcards, output: os.path.dirname(output.curated),
+    shell:
+        "onnes data curate --dataset {wildcards.dataset} --cache {params.cache:q}"
+        " --out-dir {params.out_dir:q} --threads {threads} --settings {params.settings}"
+        " > {log:q} 2>&1"
+
+
+rule split_dataset:
+    input:
+        f"{RESULTS}/data/{{dataset}}/curated.parquet",
+    output:
+        train=f"{RESULTS}/data/{{dataset}}/train.parquet",
+        val=f"{RESULTS}/data/{{dataset}}/val.parquet",
+        test=f"{RESULTS}/data/{{dataset}}/test.parquet",
+    log:
+        f"{RESULTS}/logs/data/split_{{dataset}}.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        settings=split_settings,
+        out_dir=lambda wildcards, output: os.path.dirname(output.train),
+    shell:
+        "onnes data split --dataset {wildcards.dataset} --input {input:q}"
+        " --out-dir {params.out_dir:q} --settings {params.settings} > {log:q} 2>&1"
+
+
+rule curation_summary:
+    input:
+        expand(f"{RESULTS}/data/{{dataset}}/curation.json", dataset=DATASETS),
+    output:
+        report(
+            f"{RESULTS}/data/curation.json",
+            caption="../workflow/report/curation.rst",
+            category="Data",
+        ),
+    log:
+        f"{RESULTS}/logs/data/curation_summary.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "onnes data summarize {input:q} --out {output:q} > {log:q} 2>&1"

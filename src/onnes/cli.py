@@ -1,0 +1,199 @@
+"""Command line: ``onnes <stage> <action> ...``; the Snakemake rules call exactly this.
+
+Every stage runs without Snakemake too, e.g.::
+
+    onnes data fetch --dataset mp20 --cache resources/data --mirror ../shared/data
+    onnes data curate --dataset mp20 --cache resources/data --out-dir results/x/data/mp20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from onnes import __version__
+from onnes import config as cfg
+
+log = logging.getLogger("onnes")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config", type=Path, help="campaign config YAML (validated; defaults filled)")
+    group.add_argument("--settings", help="config subset as JSON (what the Snakemake rules pass)")
+
+
+def _load_config(args: argparse.Namespace) -> dict:
+    if getattr(args, "settings", None):
+        return cfg.parse_settings(args.settings)
+    return cfg.load(getattr(args, "config", None))
+
+
+# -- data ---------------------------------------------------------------------------
+
+
+def _data_fetch(args: argparse.Namespace) -> None:
+    from onnes.data.fetch import fetch
+    from onnes.data.sources import DATASET_FILES
+
+    paths = list(args.files)
+    for dataset in args.dataset or []:
+        paths += [p for p in DATASET_FILES[dataset] if p not in paths]
+    if not paths:
+        raise cfg.ConfigError("name files to fetch, or --dataset")
+    for path in paths:
+        target = fetch(path, args.cache, args.mirror)
+        print(target)
+
+
+def _data_curate(args: argparse.Namespace) -> None:
+    from onnes.crystals import write_table
+    from onnes.data.curate import curate
+    from onnes.io import write_json
+
+    config = _load_config(args)
+    out = Path(args.out_dir)
+    result = curate(args.dataset, args.cache, config["data"], workers=args.threads)
+    write_table(result.dropped, out / "dropped.parquet")
+    write_table(result.kept, out / "curated.parquet")
+    write_json(out / "curation.json", result.report)
+    log.info(
+        "%s: %d records in, %d kept, dropped %s (%.1f s)",
+        args.dataset,
+        result.report["records_in"],
+        result.report["kept"],
+        result.report["dropped"],
+        result.report["timing_s"]["total"],
+    )
+
+
+def _data_split(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from onnes.crystals import write_table
+    from onnes.data.split import split_table
+
+    config = _load_config(args)
+    settings = config["data"]["per_dataset"][args.dataset]
+    table = pd.read_parquet(args.input)
+    parts = split_table(table, settings["split_by"], config["data"]["split"], config["seed"], args.dataset)
+    for name, part in parts.items():
+        write_table(part, Path(args.out_dir) / f"{name}.parquet")
+    log.info("%s: %s", args.dataset, {k: len(v) for k, v in parts.items()})
+
+
+def _data_summarize(args: argparse.Namespace) -> None:
+    from onnes.data.curate import summarize
+    from onnes.io import read_json, write_json
+
+    write_json(args.out, summarize([read_json(p) for p in args.reports]))
+
+
+def _data_export(args: argparse.Namespace) -> None:
+    from onnes import crystals
+
+    table = crystals.read_table(args.table)
+    if args.format == "cif":
+        paths = crystals.export_cif(table, args.out)
+        log.info("wrote %d CIF files to %s", len(paths), args.out)
+    else:
+        crystals.export_extxyz(table, args.out)
+        log.info("wrote %d structures to %s", len(table), args.out)
+
+
+def _config_show(args: argparse.Namespace) -> None:
+    overrides = dict(_parse_override(item) for item in args.set or [])
+    config = cfg.load(args.config, overrides=_nest(overrides))
+    yaml.safe_dump(config, sys.stdout, sort_keys=False)
+
+
+def _parse_override(item: str) -> tuple[str, object]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise cfg.ConfigError(f"--set expects key=value, got '{item}'")
+    return key, yaml.safe_load(value)
+
+
+def _nest(flat: dict[str, object]) -> dict:
+    nested: dict = {}
+    for dotted, value in flat.items():
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onnes", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"onnes {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    stages = parser.add_subparsers(dest="stage", required=True)
+
+    config = stages.add_parser("config", help="validate a config file and print it with defaults")
+    config.add_argument("config", type=Path, nargs="?", help="config YAML (default: schema defaults)")
+    config.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. data.split.train=0.7")
+    config.set_defaults(func=_config_show)
+
+    data = stages.add_parser("data", help="fetch, curate, split and export crystal data")
+    actions = data.add_subparsers(dest="action", required=True)
+
+    fetch = actions.add_parser("fetch", help="copy (mirror) or download (upstream) raw files, checksummed")
+    fetch.add_argument("files", nargs="*", help="registry paths, e.g. mp20/pilot_train.csv.gz")
+    fetch.add_argument("--dataset", action="append", help="fetch every file of this data set")
+    fetch.add_argument("--cache", type=Path, required=True, help="cache directory")
+    fetch.add_argument("--mirror", type=Path, help="mirror directory; omit to download from upstream")
+    fetch.set_defaults(func=_data_fetch)
+
+    curate = actions.add_parser("curate", help="parse, filter, label and deduplicate one data set")
+    curate.add_argument("--dataset", required=True)
+    curate.add_argument("--cache", type=Path, required=True)
+    curate.add_argument("--out-dir", type=Path, required=True)
+    curate.add_argument("--threads", type=int, default=1, help="worker processes")
+    _add_config_options(curate)
+    curate.set_defaults(func=_data_curate)
+
+    split = actions.add_parser("split", help="seeded train/val/test split of a curated table")
+    split.add_argument("--dataset", required=True)
+    split.add_argument("--input", type=Path, required=True, help="curated.parquet")
+    split.add_argument("--out-dir", type=Path, required=True)
+    _add_config_options(split)
+    split.set_defaults(func=_data_split)
+
+    summarize = actions.add_parser("summarize", help="merge per-data-set reports into curation.json")
+    summarize.add_argument("reports", nargs="+", type=Path)
+    summarize.add_argument("--out", type=Path, required=True)
+    summarize.set_defaults(func=_data_summarize)
+
+    export = actions.add_parser("export", help="write a crystal table as CIF files or one extxyz file")
+    export.add_argument("--table", type=Path, required=True)
+    export.add_argument("--format", choices=["cif", "extxyz"], required=True)
+    export.add_argument("--out", type=Path, required=True, help="directory (cif) or file (extxyz)")
+    export.set_defaults(func=_data_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    from onnes.data.fetch import ChecksumError, FetchError
+
+    try:
+        args.func(args)
+    except (cfg.ConfigError, FetchError, ChecksumError) as exc:
+        print(f"onnes: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Campaign configuration: load, fill defaults from the JSON schema, validate.
+
+The schema (``onnes/schemas/config.schema.yaml``, linked from
+``workflow/schemas/``) is the single source of defaults. The Snakefile validates with
+``snakemake.utils.validate``; this module does the same for stages run without
+Snakemake and adds the checks a schema cannot express (element symbols, split sums).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from pymatgen.core.periodic_table import Element
+
+# Structures may hold elements up to Pu: the MP-trained force fields used downstream
+# (CHGNet) cover Z = 1..94.
+DEFAULT_MAX_Z = 94
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the offending key."""
+
+
+def schema_path() -> Path:
+    return Path(str(resources.files("onnes") / "schemas" / "config.schema.yaml"))
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(schema_path().read_text())
+
+
+def _validator_with_defaults():
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def properties_with_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": properties_with_defaults})
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        keys = ", ".join(f"'{path + '.' if path else ''}{k}'" for k in unknown)
+        return f"unknown config key {keys}; allowed here: {', '.join(allowed)}"
+    return f"config key '{path or '<top level>'}': {error.message}"
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Fill defaults into ``config`` (in place) and validate it; return it.
+
+    Raises ConfigError naming the first offending key.
+    """
+    validator = _validator_with_defaults()(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(_describe(errors[0]))
+    check_semantics(config)
+    return config
+
+
+def check_semantics(config: dict[str, Any]) -> None:
+    """Checks the JSON schema cannot express."""
+    data = config["data"]
+    for key in ("allowed_elements", "excluded_elements"):
+        for symbol in data.get(key) or []:
+            if not Element.is_valid_symbol(symbol):
+                raise ConfigError(f"config key 'data.{key}': unknown element symbol '{symbol}'")
+    split = data["split"]
+    total = split["train"] + split["val"] + split["test"]
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"config key 'data.split': train + val + test must be 1, got {total:g}")
+
+
+def load(path: str | Path | None = None, overrides: dict | None = None) -> dict[str, Any]:
+    """Read a YAML config file (or start empty), deep-merge overrides, validate."""
+    config: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        config = yaml.safe_load(text) or {}
+        if not isinstance(config, dict):
+            raise ConfigError(f"{path}: the config must be a mapping, got {type(config).__name__}")
+    if overrides:
+        config = deep_merge(config, overrides)
+    return validate(config)
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_settings(text: str) -> dict[str, Any]:
+    """Parse the JSON a rule passes to a stage (``--settings``); it is a config subset."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--settings is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError("--settings must be a JSON object")
+    return validate(value)
+
+
+def allowed_elements(data_config: dict[str, Any]) -> frozenset[str]:
+    symbols = data_config.get("allowed_elements")
+    if symbols is None:
+        symbols = [Element.from_Z(z).symbol for z in range(1, DEFAULT_MAX_Z + 1)]
+    return frozenset(symbols) - frozenset(data_config.get("excluded_elements") or [])

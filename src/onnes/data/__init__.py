@@ -1,0 +1,1 @@
+"""Data stage: fetch raw files (upstream or mirror), curate them, split them."""

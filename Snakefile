@@ -1,6 +1,8 @@
 # Onnes: superconductor discovery campaigns with generative crystal models.
 # Run: snakemake --cores all [--configfile config/demo.yaml] [--config data_mirror=DIR]
 # Architecture: DESIGN.md (project copy of the team design) and README.md.
+import os
+
 from snakemake.utils import min_version, validate
 
 import onnes.config
@@ -8,7 +10,7 @@ import onnes.config
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 # Defaults come from the schema; unknown keys and wrong types fail here. onnes.config

@@ -28,6 +28,8 @@ from onnes.data.sources import DATASET_FILES, STRUCTURE_DATASETS
 
 log = logging.getLogger(__name__)
 DROP_COLUMNS = ["id", "source", "drop_reason", "drop_detail"]
+# Below this many records, worker start-up costs more than parsing in-process.
+MIN_RECORDS_FOR_POOL = 200
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Curated:
 def _parse_all(records: list[dict], checks: Checks, workers: int) -> list[dict]:
     work = partial(parse_record, checks=checks)
     progress = dict(total=len(records), desc="parse", unit="struct", mininterval=5, disable=None)
-    if workers > 1 and len(records) > 200:
+    if workers > 1 and len(records) > MIN_RECORDS_FOR_POOL:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             return list(tqdm(pool.map(work, records, chunksize=64), **progress))
     return [work(r) for r in tqdm(records, **progress)]

@@ -1,0 +1,74 @@
+"""Shared fixtures: small hand-made crystals and CIFs (good and bad), and the mirror."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mirror_dir() -> Path | None:
+    """The public data mirror: $ONNES_DATA_MIRROR, else ../shared/data beside the repo."""
+    candidate = Path(os.environ.get("ONNES_DATA_MIRROR", REPO.parent / "shared" / "data"))
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    path = mirror_dir()
+    if path is None:
+        pytest.skip("no data mirror: set ONNES_DATA_MIRROR or place the mirror at ../shared/data")
+    return path
+
+
+def rocksalt(a: float = 5.64) -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def silicon() -> Structure:
+    return Structure(Lattice.cubic(5.43), ["Si"] * 2, [[0, 0, 0], [0.25, 0.25, 0.25]]).get_primitive_structure()
+
+
+def perovskite() -> Structure:
+    return Structure(
+        Lattice.cubic(3.9),
+        ["Sr", "Ti", "O", "O", "O"],
+        [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+    )
+
+
+def to_cif(structure: Structure) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return structure.to(fmt="cif")
+
+
+def set_cell_length(cif: str, value: str) -> str:
+    return re.sub(r"_cell_length_a\s+\S+", f"_cell_length_a   {value}", cif)
+
+
+def bad_cifs() -> dict[str, str]:
+    """One CIF per drop reason that parsing must detect, keyed by the expected reason."""
+    good = to_cif(perovskite())
+    disordered = perovskite()
+    disordered.replace(0, {"Sr": 0.5, "Ba": 0.5})
+    too_close = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
+    return {
+        "parse_error": good[: len(good) // 3],  # truncated
+        "unknown_element": good.replace("  Ti  Ti1", "  Xx  Xx1"),
+        "non_finite_lattice": set_cell_length(good, "nan"),
+        "degenerate_cell": set_cell_length(good, "0.0"),
+        "partial_occupancy": to_cif(disordered),
+        "overlapping_atoms": to_cif(too_close),
+    }
+
+
+@pytest.fixture
+def good_structures() -> dict[str, Structure]:
+    return {"NaCl": rocksalt(), "Si": silicon(), "SrTiO3": perovskite()}

@@ -1,0 +1,77 @@
+"""Config: defaults from the schema, unknown keys and wrong types fail naming the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate as snakemake_validate
+
+from onnes import config as cfg
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_fill_an_empty_config():
+    config = cfg.validate({})
+    assert config["campaign"] == "default"
+    assert config["data_mirror"] is None
+    assert config["data"]["per_dataset"]["mp20"]["max_atoms"] == 20
+    assert config["data"]["per_dataset"]["3dsc"]["split_by"] == "formula"
+    assert config["data"]["dedup"] == {"enabled": True, "ltol": 0.2, "stol": 0.3, "angle_tol": 5.0}
+
+
+def test_partial_dataset_settings_keep_other_defaults():
+    config = cfg.validate({"data": {"per_dataset": {"mp20": {"max_atoms": 30}}}})
+    assert config["data"]["per_dataset"]["mp20"] == {"max_atoms": 30, "split_by": "structure", "max_records": None}
+    assert config["data"]["per_dataset"]["wbm"]["max_atoms"] == 52
+
+
+@pytest.mark.parametrize(
+    "config, named",
+    [
+        ({"campain": "x"}, "'campain'"),
+        ({"data": {"per_dataset": {"mp20": {"max_atom": 3}}}}, "'data.per_dataset.mp20.max_atom'"),
+        ({"data": {"dedupe": {}}}, "'data.dedupe'"),
+        ({"seed": "abc"}, "'seed'"),
+        ({"data": {"per_dataset": {"mp20": {"max_atoms": 0}}}}, "'data.per_dataset.mp20.max_atoms'"),
+        ({"data": {"datasets": ["mp21"]}}, "'data.datasets.0'"),
+        ({"data": {"allowed_elements": ["Fe", "Xx"]}}, "'data.allowed_elements'"),
+        ({"data": {"split": {"train": 0.9, "val": 0.1, "test": 0.1}}}, "'data.split'"),
+        ({"campaign": "a b/c"}, "'campaign'"),
+    ],
+)
+def test_bad_config_names_the_key(config, named):
+    with pytest.raises(cfg.ConfigError, match=named.replace(".", r"\.")):
+        cfg.validate(config)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml", "gpu.yaml"])
+def test_presets_are_valid_for_onnes_and_snakemake(name):
+    config = cfg.load(REPO / "config" / name)
+    raw = yaml.safe_load((REPO / "config" / name).read_text())
+    snakemake_validate(raw, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    assert config["campaign"] == raw["campaign"]
+
+
+def test_snakemake_validation_fills_the_same_defaults():
+    from_snakemake: dict = {}
+    snakemake_validate(from_snakemake, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    assert from_snakemake == cfg.validate({})
+
+
+def test_workflow_schema_is_the_packaged_schema():
+    assert (REPO / "workflow/schemas/config.schema.yaml").read_text() == cfg.schema_path().read_text()
+
+
+def test_settings_json_is_validated():
+    assert cfg.parse_settings('{"seed": 3}')["seed"] == 3
+    with pytest.raises(cfg.ConfigError, match="not valid JSON"):
+        cfg.parse_settings("{seed: 3")
+    with pytest.raises(cfg.ConfigError, match="'sed'"):
+        cfg.parse_settings('{"sed": 3}')
+
+
+def test_allowed_elements_default_is_h_to_pu():
+    allowed = cfg.allowed_elements(cfg.validate({})["data"])
+    assert {"H", "Cu", "Pu"} <= allowed and "Am" not in allowed
+    assert "O" not in cfg.allowed_elements({"allowed_elements": None, "excluded_elements": ["O"]})

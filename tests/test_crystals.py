@@ -1,0 +1,77 @@
+"""The crystal table round-trips through Parquet, pymatgen, ASE, CIF and extxyz."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from ase.io import read as ase_read
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Structure
+
+from onnes import crystals
+from onnes.io import atomic_path
+
+
+@pytest.fixture
+def table(good_structures):
+    names = list(good_structures)
+    out = crystals.from_structures([good_structures[n] for n in names], names, "test")
+    out["tc_K"] = [np.nan, 0.0, 0.3]
+    return out
+
+
+def test_parquet_round_trip_to_pymatgen(table, good_structures, tmp_path):
+    crystals.write_table(table, tmp_path / "t.parquet")
+    back = crystals.read_table(tmp_path / "t.parquet")
+    assert list(back.columns[:5]) == list(crystals.REQUIRED_COLUMNS)
+    for (_, row), name in zip(back.iterrows(), good_structures):
+        original, restored = good_structures[name], crystals.to_structure(row)
+        assert np.allclose(original.lattice.matrix, restored.lattice.matrix)
+        assert [s.specie for s in original] == [s.specie for s in restored]
+        assert StructureMatcher().fit(original, restored)
+    assert np.isnan(back.tc_K[0]) and back.tc_K[1] == 0.0
+
+
+def test_ase_atoms_match_pymatgen(table):
+    for _, row in table.iterrows():
+        atoms, structure = crystals.to_atoms(row), crystals.to_structure(row)
+        assert np.allclose(atoms.cell[:], structure.lattice.matrix)
+        assert np.allclose(atoms.get_positions(), structure.cart_coords)
+        assert list(atoms.numbers) == [site.specie.Z for site in structure]
+
+
+def test_cif_export_reads_back(table, tmp_path):
+    paths = crystals.export_cif(table, tmp_path / "cifs")
+    assert [p.name for p in paths] == ["NaCl.cif", "Si.cif", "SrTiO3.cif"]
+    restored = Structure.from_file(paths[2])
+    assert restored.composition.reduced_formula == "SrTiO3"
+
+
+def test_extxyz_export_reads_back(table, tmp_path):
+    crystals.export_extxyz(table, tmp_path / "all.extxyz")
+    frames = ase_read(tmp_path / "all.extxyz", index=":")
+    assert len(frames) == 3
+    assert frames[2].get_chemical_formula() == "O3SrTi"
+    assert frames[2].info["tc_K"] == pytest.approx(0.3)
+    assert frames[0].info["id"] == "NaCl"
+
+
+def test_read_rejects_a_table_without_contract_columns(tmp_path):
+    pd.DataFrame({"id": ["a"]}).to_parquet(tmp_path / "x.parquet")
+    with pytest.raises(ValueError, match="missing columns"):
+        crystals.read_table(tmp_path / "x.parquet")
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.parquet"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mismatched_row_is_an_error(table):
+    row = table.iloc[0].copy()
+    row["species"] = [11]
+    with pytest.raises(ValueError, match="species"):
+        crystals.to_structure(row)

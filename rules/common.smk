@@ -63,5 +63,59 @@ def data_targets():
     return [*splits, f"{RESULTS}/data/curation.json", *auxiliary]
 
 
+# -- models ---------------------------------------------------------------------------
+MODELS = config["active_models"] or list(config["models"])
+for _name in MODELS:
+    if _name not in config["models"]:
+        raise ValueError(
+            f"config key 'active_models': '{_name}' is not defined under 'models'"
+        )
+
+
+wildcard_constraints:
+    model="|".join(re.escape(m) for m in config["models"]) or "no-model-configured",
+    shard=r"\d+",
+
+
+def model_settings(wildcards):
+    """Shell-quoted JSON of the seed and this model's entry: a rule reruns only when
+    these change."""
+    subset = {
+        "seed": config["seed"],
+        "models": {wildcards.model: config["models"][wildcards.model]},
+    }
+    return shlex.quote(json.dumps(subset, sort_keys=True))
+
+
+def model_split(split):
+    def inputs(wildcards):
+        dataset = config["models"][wildcards.model]["dataset"]
+        return f"{RESULTS}/data/{dataset}/{split}.parquet"
+
+    return inputs
+
+
+def train_launcher(wildcards):
+    """torchrun for several GPUs on one node; srun-launched ranks on clusters (profile)."""
+    train = config["models"][wildcards.model]["train"]
+    ranks = max(1, train["gpus"]) * train["nodes"]
+    if ranks == 1:
+        return ""
+    return f"torchrun --standalone --nproc_per_node={max(1, train['gpus'])} --no-python"
+
+
+def sample_shards(wildcards):
+    shards = config["models"][wildcards.model]["sample"]["shards"]
+    return expand(
+        f"{RESULTS}/samples/{{model}}/shards/{{shard}}.parquet",
+        model=wildcards.model,
+        shard=range(shards),
+    )
+
+
+def model_targets():
+    return expand(f"{RESULTS}/samples/{{model}}/samples.parquet", model=MODELS)
+
+
 def campaign_targets():
-    return data_targets()
+    return data_targets() + model_targets()

@@ -106,6 +106,41 @@ def _data_export(args: argparse.Namespace) -> None:
         log.info("wrote %d structures to %s", len(table), args.out)
 
 
+# -- models ---------------------------------------------------------------------------
+
+
+def _model_settings(config: dict, name: str) -> dict:
+    try:
+        return config["models"][name]
+    except KeyError:
+        raise cfg.ConfigError(f"no model '{name}' under config key 'models' (have: {sorted(config['models'])})") from None
+
+
+def _train(args: argparse.Namespace) -> None:
+    from onnes.train.loop import train
+
+    config = _load_config(args)
+    result = train(_model_settings(config, args.model), args.model, args.train, args.val, args.out_dir,
+                   config["seed"], max_steps=args.max_steps)
+    log.info("%s: trained to step %d", args.model, result["step"])
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from onnes.sampling import sample_shard
+
+    config = _load_config(args)
+    settings = _model_settings(config, args.model) if args.model else None
+    sample_shard(args.checkpoint, args.shard, args.out, config["seed"], settings)
+
+
+def _sample_gather(args: argparse.Namespace) -> None:
+    from onnes.sampling import gather
+
+    summary = gather(args.shards, args.out, args.summary)
+    log.info("gathered %d structures, %.1f %% structurally valid", summary["count"],
+             100 * summary["valid_struct_fraction"])
+
+
 def _config_show(args: argparse.Namespace) -> None:
     overrides = dict(_parse_override(item) for item in args.set or [])
     config = cfg.load(args.config, overrides=_nest(overrides))
@@ -176,6 +211,29 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["cif", "extxyz"], required=True)
     export.add_argument("--out", type=Path, required=True, help="directory (cif) or file (extxyz)")
     export.set_defaults(func=_data_export)
+    train = stages.add_parser("train", help="train a generative model (torchrun for several ranks)")
+    train.add_argument("--model", required=True, help="model name under the config key 'models'")
+    train.add_argument("--train", type=Path, required=True, help="train.parquet (crystal table)")
+    train.add_argument("--val", type=Path, required=True, help="val.parquet")
+    train.add_argument("--out-dir", type=Path, required=True)
+    train.add_argument("--max-steps", type=int, help="stop early with resumable state (testing)")
+    _add_config_options(train)
+    train.set_defaults(func=_train)
+
+    sample = stages.add_parser("sample", help="sample one shard from a trained model, or gather shards")
+    sample_actions = sample.add_subparsers(dest="action", required=True)
+    shard = sample_actions.add_parser("shard", help="generate one shard")
+    shard.add_argument("--checkpoint", type=Path, required=True, help="last.ckpt")
+    shard.add_argument("--shard", type=int, required=True)
+    shard.add_argument("--out", type=Path, required=True)
+    shard.add_argument("--model", help="take sampling settings from this config model (default: checkpoint's)")
+    _add_config_options(shard)
+    shard.set_defaults(func=_sample)
+    gather = sample_actions.add_parser("gather", help="concatenate shards; write a summary with validity")
+    gather.add_argument("shards", nargs="+", type=Path)
+    gather.add_argument("--out", type=Path, required=True)
+    gather.add_argument("--summary", type=Path, required=True)
+    gather.set_defaults(func=_sample_gather)
     return parser
 
 

@@ -1,0 +1,38 @@
+# Sampling: shards are independent jobs (own seed each); gathered into one table.
+
+
+rule sample_shard:
+    input:
+        f"{RESULTS}/models/{{model}}/last.ckpt",
+    output:
+        f"{RESULTS}/samples/{{model}}/shards/{{shard}}.parquet",
+    log:
+        f"{RESULTS}/logs/sample/{{model}}_{{shard}}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: lambda wildcards: config["models"][wildcards.model]["sample"]["threads"]
+    resources:
+        gpu=lambda wildcards: int(
+            config["models"][wildcards.model]["sample"]["device"] == "cuda"
+        ),
+        mem_mb=8000,
+        runtime=120,
+    params:
+        settings=model_settings,
+    shell:
+        "onnes sample shard --checkpoint {input:q} --shard {wildcards.shard} --out {output:q}"
+        " --model {wildcards.model} --settings {params.settings} > {log:q} 2>&1"
+
+
+rule gather_samples:
+    input:
+        sample_shards,
+    output:
+        samples=f"{RESULTS}/samples/{{model}}/samples.parquet",
+        summary=f"{RESULTS}/samples/{{model}}/summary.json",
+    log:
+        f"{RESULTS}/logs/sample/{{model}}_gather.log",
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "onnes sample gather {input:q} --out {output.samples:q} --summary {output.summary:q} > {log:q} 2>&1"

@@ -1,0 +1,27 @@
+# Training: one job per model; data-parallel over GPUs/nodes when configured.
+
+
+rule train_model:
+    input:
+        train=model_split("train"),
+        val=model_split("val"),
+    output:
+        checkpoint=f"{RESULTS}/models/{{model}}/last.ckpt",
+        metrics=f"{RESULTS}/models/{{model}}/metrics.csv",
+    log:
+        f"{RESULTS}/logs/train/{{model}}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: lambda wildcards: config["models"][wildcards.model]["train"]["threads"]
+    resources:
+        gpu=lambda wildcards: config["models"][wildcards.model]["train"]["gpus"],
+        nodes=lambda wildcards: config["models"][wildcards.model]["train"]["nodes"],
+        mem_mb=16000,
+        runtime=24 * 60,
+    params:
+        settings=model_settings,
+        launcher=train_launcher,
+        out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+    shell:
+        "{params.launcher} onnes train --model {wildcards.model} --train {input.train:q} --val {input.val:q}"
+        " --out-dir {params.out_dir:q} --settings {params.settings} > {log:q} 2>&1"

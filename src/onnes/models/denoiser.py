@@ -1,0 +1,125 @@
+"""Equivariant message-passing denoiser in the spirit of CSPNet (Jiao et al., DiffCSP,
+NeurIPS 2023).
+
+Inputs are chosen so the symmetries of a crystal hold by construction:
+- atoms are a set: messages are summed with ``index_add`` (permutation equivariance);
+- fractional coordinates enter only as differences f_j - f_i through Fourier features
+  sin/cos(2 pi k d), which are invariant to a global translation and to integer shifts
+  of any coordinate (periodicity);
+- the lattice enters through rotation-invariant parameters (lengths, angles), so a
+  rotation of the cell changes no input.
+Per-atom outputs (coordinates, types) are equivariant to permutations; the lattice
+output is invariant. Plain torch ops, no custom kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from onnes.models.batch import edges
+from onnes.models.lattice import gram_features
+
+
+@dataclass(frozen=True)
+class DenoiserSpec:
+    num_types: int  # vocabulary size; inputs carry one extra "mask" channel
+    hidden: int = 128
+    layers: int = 4
+    fourier: int = 8  # frequencies per fractional axis
+    time_dim: int = 64
+    cond_dim: int = 0  # size of the property-conditioning vector (0: unconditional)
+    heads: tuple[int, int, int] = (1, 1, 1)  # output slots for (lattice, frac, types)
+
+
+def sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer-style sinusoidal embedding of t in [0, 1] (scaled to [0, 1000])."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    angles = 1000.0 * t.unsqueeze(-1) * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def fourier_features(d: torch.Tensor, frequencies: int) -> torch.Tensor:
+    k = torch.arange(1, frequencies + 1, device=d.device, dtype=d.dtype)
+    angles = 2 * math.pi * d.unsqueeze(-1) * k  # (E, 3, K)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
+
+
+def mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inp, hidden), nn.SiLU(), nn.Linear(hidden, out), nn.SiLU())
+
+
+class MessageLayer(nn.Module):
+    def __init__(self, hidden: int, edge_dim: int):
+        super().__init__()
+        self.edge = mlp(2 * hidden + edge_dim, hidden, hidden)
+        self.node = mlp(2 * hidden, hidden, hidden)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, h, src, dst, edge_feats, num_atoms_per_atom):
+        x = self.norm(h)
+        messages = self.edge(torch.cat([x[src], x[dst], edge_feats], dim=-1))
+        aggregated = torch.zeros_like(x).index_add_(0, dst, messages)
+        aggregated = aggregated / (num_atoms_per_atom - 1).clamp_min(1).unsqueeze(-1)
+        return h + self.node(torch.cat([x, aggregated], dim=-1))
+
+
+class Denoiser(nn.Module):
+    LATTICE_FEATURES = 9  # gram_features of the 6 lattice parameters
+
+    def __init__(self, spec: DenoiserSpec):
+        super().__init__()
+        self.spec = spec
+        h = spec.hidden
+        self.type_in = nn.Linear(spec.num_types + 1, h)
+        self.time_in = nn.Sequential(nn.Linear(spec.time_dim, h), nn.SiLU(), nn.Linear(h, h))
+        self.lattice_in = nn.Linear(self.LATTICE_FEATURES, h)
+        if spec.cond_dim:
+            self.cond_in = nn.Sequential(nn.Linear(spec.cond_dim, h), nn.SiLU(), nn.Linear(h, h))
+            self.null_cond = nn.Parameter(torch.zeros(h))
+        edge_dim = 6 * spec.fourier + self.LATTICE_FEATURES
+        self.layers = nn.ModuleList(MessageLayer(h, edge_dim) for _ in range(spec.layers))
+        self.out_norm = nn.LayerNorm(h)
+        n_lat, n_frac, n_types = spec.heads
+        self.frac_out = nn.Linear(h, 3 * n_frac, bias=False)
+        self.types_out = nn.Linear(h, spec.num_types * n_types)
+        self.lattice_out = nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 6 * n_lat))
+
+    def forward(
+        self,
+        types_in: torch.Tensor,  # (N, num_types + 1) continuous or one-hot (+ mask channel)
+        frac: torch.Tensor,  # (N, 3)
+        lattice_params: torch.Tensor,  # (B, 6) standardised
+        t: torch.Tensor,  # (B,)
+        num_atoms: torch.Tensor,  # (B,)
+        crystal: torch.Tensor,  # (N,)
+        cond: torch.Tensor | None = None,  # (B, P)
+        drop_cond: torch.Tensor | None = None,  # (B,) bool: use the null condition
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        src, dst = edges(num_atoms)
+        lattice_feats = gram_features(lattice_params)
+        context = self.time_in(sinusoidal(t, self.spec.time_dim)) + self.lattice_in(lattice_feats)
+        if self.spec.cond_dim:
+            null = self.null_cond.expand(len(t), -1)
+            if cond is None:
+                context = context + null
+            else:
+                embedded = self.cond_in(cond)
+                if drop_cond is not None:
+                    embedded = torch.where(drop_cond.unsqueeze(-1), null, embedded)
+                context = context + embedded
+        h = self.type_in(types_in) + context[crystal]
+        d = frac[dst] - frac[src]
+        d = d - torch.round(d)  # minimum image on the torus, in [-0.5, 0.5]
+        edge_feats = torch.cat([fourier_features(d, self.spec.fourier), lattice_feats[crystal[src]]], dim=-1)
+        per_atom_n = num_atoms[crystal]
+        for layer in self.layers:
+            h = layer(h, src, dst, edge_feats, per_atom_n)
+        h = self.out_norm(h)
+        pooled = torch.zeros(len(num_atoms), h.shape[-1], device=h.device, dtype=h.dtype).index_add_(0, crystal, h)
+        pooled = pooled / num_atoms.unsqueeze(-1).to(h.dtype)
+        return self.lattice_out(pooled), self.frac_out(h), self.types_out(h)

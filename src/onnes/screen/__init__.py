@@ -1,0 +1,1 @@
+"""Screening funnel of generated structures (validity first; more stages to come)."""

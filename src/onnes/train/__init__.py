@@ -1,0 +1,1 @@
+"""Training: loop, data-parallel setup, checkpoints and resume, EMA."""

@@ -1,0 +1,25 @@
+"""Checkpoints: plain dicts of tensors and primitives, written atomically, read with
+``torch.load(weights_only=True)`` (no pickle of arbitrary objects)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from onnes.io import atomic_path
+
+FORMAT = "onnes-model/1"
+
+
+def save(state: dict[str, Any], path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
+
+
+def load(path: str | Path, map_location="cpu") -> dict[str, Any]:
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an onnes checkpoint (format {state.get('format')!r})")
+    return state

@@ -1,0 +1,287 @@
+"""The training loop: one command for a CPU laptop and for N GPUs on M nodes.
+
+- data order and noise are functions of (seed, step, rank) alone, so a run killed and
+  resumed from its checkpoint replays exactly the batches and noise it would have seen;
+- AdamW, linear warm-up then cosine decay, gradient clipping, EMA weights (sampling and
+  validation use them), bf16 autocast on GPUs;
+- metrics to CSV (and TensorBoard when installed), a progress bar;
+- resumable state every ``checkpoint_every`` steps in ``{out}/resume/`` (not a Snakemake
+  output, so it survives a failed job); the final EMA model goes to ``{out}/last.ckpt``;
+- SIGTERM/SIGUSR1 (preemption, SLURM time limit) save the state and exit with
+  ``EXIT_RESUME`` so the scheduler can requeue the job, which then resumes.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import signal
+import time
+import zlib
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from onnes.crystals import read_table
+from onnes.io import atomic_path
+from onnes.models.batch import CrystalDataset, Vocabulary
+from onnes.models.lattice import LatticeNormalizer, params_from_matrix
+from onnes.models.model import GenerativeModel, count_parameters
+from onnes.train import checkpoint
+from onnes.train.distributed import Runtime, all_reduce_mean, barrier, setup, teardown
+
+log = logging.getLogger(__name__)
+EXIT_RESUME = 75  # EX_TEMPFAIL: interrupted, state saved, run again to resume
+METRIC_COLUMNS = ["step", "epoch", "loss", "loss_lattice", "loss_frac", "loss_types", "lr", "grad_norm",
+                  "steps_per_s", "val_loss"]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 31-bit seed from any parts, stable across Python processes (no hash salt)."""
+    return zlib.crc32("/".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+class BatchOrder:
+    """Global batch indices of step s: epoch e = s // steps_per_epoch shuffles with seed (seed, e)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        if size == 0:
+            raise ValueError("no training structures")
+        self.size, self.batch_size, self.seed = size, min(batch_size, size), seed
+        self.steps_per_epoch = max(1, size // self.batch_size)
+        self._epoch, self._perm = -1, None
+
+    def epoch(self, step: int) -> int:
+        return step // self.steps_per_epoch
+
+    def indices(self, step: int) -> np.ndarray:
+        epoch = self.epoch(step)
+        if epoch != self._epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.size)
+            self._epoch = epoch
+        k = step % self.steps_per_epoch
+        return self._perm[k * self.batch_size:(k + 1) * self.batch_size]
+
+
+class EMA:
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            ema_p.lerp_(p.detach(), 1 - self.decay)
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
+
+
+def lr_lambda(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def prepare_data(settings: dict, train_path: str | Path, val_path: str | Path):
+    cond = settings["conditioning"]["columns"]
+    train_table, val_table = read_table(train_path), read_table(val_path)
+    if cond:  # a conditional model trains on labelled structures only
+        train_table, val_table = train_table.dropna(subset=cond), val_table.dropna(subset=cond)
+    train = CrystalDataset.from_table(train_table, settings["max_atoms"], cond)
+    val = CrystalDataset.from_table(val_table, settings["max_atoms"], cond)
+    vocabulary = Vocabulary(np.concatenate(train.species))
+    keep = [i for i, s in enumerate(val.species) if set(s.tolist()) <= set(vocabulary.atomic_numbers.tolist())]
+    val = CrystalDataset([val.species[i] for i in keep], [val.frac[i] for i in keep], val.lattice[keep],
+                         None if val.cond is None else val.cond[keep])
+    num_atoms = torch.tensor([len(s) for s in train.species])
+    normalizer = LatticeNormalizer.fit(params_from_matrix(torch.from_numpy(train.lattice).float(), num_atoms))
+    counts = np.bincount(num_atoms.numpy())
+    histogram = [[int(n), int(c)] for n, c in enumerate(counts) if c]
+    return train, val, vocabulary, normalizer, histogram
+
+
+class _StopFlag:
+    def __init__(self):
+        self.signal: int | None = None
+
+    def __call__(self, signum, frame):
+        self.signal = signum
+
+
+def _install_signal_handlers(flag: _StopFlag) -> None:
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        try:
+            signal.signal(sig, flag)
+        except ValueError:  # not the main thread (e.g. inside some test runners)
+            pass
+
+
+@torch.no_grad()
+def evaluate(model: GenerativeModel, val: CrystalDataset, vocabulary, settings, runtime: Runtime, seed: int) -> float:
+    batch_size = settings["train"]["batch_size"]
+    total, count = 0.0, 0
+    for b in range(settings["train"]["val_batches"]):
+        idx = np.arange(b * batch_size, min(len(val), (b + 1) * batch_size))
+        if len(idx) == 0:
+            break
+        batch = val.batch(idx, vocabulary).to(runtime.device)
+        gen = torch.Generator(device=runtime.device).manual_seed(derive_seed(seed, "val", b))
+        loss, _ = model.loss(batch, gen)
+        total, count = total + float(loss) * len(idx), count + len(idx)
+    return total / max(count, 1)
+
+
+def _write_metrics(rows: list[dict], path: Path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
+    if not path.exists():
+        return []
+    table = pd.read_csv(path)
+    table = table[table.step <= up_to_step].astype(object).where(table.notna(), "")
+    return table.to_dict("records")
+
+
+def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, max_steps: int | None = None) -> dict:
+    """Train model ``name``; resume from ``{out_dir}/resume/state.ckpt`` when present.
+
+    ``max_steps`` stops early (after saving resumable state) without writing last.ckpt:
+    used by tests to interrupt a run deterministically.
+    """
+    tcfg = settings["train"]
+    out = Path(out_dir)
+    runtime = setup(tcfg["device"])
+    torch.set_num_threads(tcfg["threads"])
+    model_seed = derive_seed(seed, name)
+    torch.manual_seed(model_seed)
+
+    train_set, val_set, vocabulary, normalizer, histogram = prepare_data(settings, train_path, val_path)
+    model = GenerativeModel(settings, len(vocabulary), normalizer).to(runtime.device)
+    ema = EMA(model, tcfg["ema_decay"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tcfg["warmup_steps"], tcfg["steps"]))
+    state_path, partial_metrics = out / "resume" / "state.ckpt", out / "resume" / "metrics.csv"
+
+    step = 0
+    if state_path.exists():
+        state = checkpoint.load(state_path, map_location=runtime.device)
+        model.load_state_dict(state["model"])
+        ema.model.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        log.info("%s: resuming from step %d (%s)", name, step, state_path)
+    rows = _read_metrics(partial_metrics, step) if runtime.is_main else []
+
+    net = model
+    if runtime.world_size > 1:
+        # The null-condition embedding is unused in batches where no condition is dropped.
+        net = DistributedDataParallel(model, find_unused_parameters=bool(settings["conditioning"]["columns"]))
+    use_bf16 = tcfg["precision"] == "bf16" and runtime.device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    order = BatchOrder(len(train_set), tcfg["batch_size"], model_seed)
+    stop = _StopFlag()
+    _install_signal_handlers(stop)
+    writer = _tensorboard(out) if runtime.is_main else None
+    if runtime.is_main:
+        log.info("%s: %s, %d parameters, %d train / %d val structures, %d ranks on %s", name,
+                 settings["family"], count_parameters(model), len(train_set), len(val_set),
+                 runtime.world_size, runtime.device)
+
+    def save_state() -> None:
+        if runtime.is_main:
+            checkpoint.save({"model": model.state_dict(), "ema": ema.model.state_dict(),
+                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "step": step}, state_path)
+            _write_metrics(rows, partial_metrics)
+        barrier(runtime)
+
+    window = {"loss": 0.0, "loss_lattice": 0.0, "loss_frac": 0.0, "loss_types": 0.0, "grad_norm": 0.0, "n": 0}
+    window_start = time.perf_counter()
+    end = tcfg["steps"] if max_steps is None else min(tcfg["steps"], max_steps)
+    progress = tqdm(total=tcfg["steps"], initial=step, desc=f"train {name}", unit="step",
+                    disable=not runtime.is_main, mininterval=5)
+    model.train()
+    while step < end:
+        indices = order.indices(step)[runtime.rank::runtime.world_size]
+        batch = train_set.batch(indices, vocabulary).to(runtime.device)
+        gen = torch.Generator(device=runtime.device).manual_seed(derive_seed(model_seed, step, runtime.rank))
+        with autocast():
+            loss, parts = net(batch, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"] or float("inf"))
+        optimizer.step()
+        scheduler.step()
+        ema.update(model)
+        step += 1
+        progress.update(1)
+        reduced = all_reduce_mean(torch.tensor([float(loss.detach()), *parts.values()]), runtime)
+        for key, value in zip(("loss", "loss_lattice", "loss_frac", "loss_types"), reduced.tolist()):
+            window[key] += value
+        window["grad_norm"] += float(grad_norm)
+        window["n"] += 1
+
+        if step % tcfg["log_every"] == 0 or step == tcfg["steps"]:
+            elapsed = time.perf_counter() - window_start
+            row = {k: window[k] / window["n"] for k in ("loss", "loss_lattice", "loss_frac", "loss_types", "grad_norm")}
+            row.update(step=step, epoch=order.epoch(step - 1), lr=scheduler.get_last_lr()[0],
+                       steps_per_s=window["n"] / max(elapsed, 1e-9), val_loss="")
+            if step % tcfg["val_every"] == 0 or step == tcfg["steps"]:
+                row["val_loss"] = evaluate(ema.model, val_set, vocabulary, settings, runtime, model_seed)
+            rows.append(row)
+            if writer:
+                for key, value in row.items():
+                    if key != "step" and value != "":
+                        writer.add_scalar(key, value, step)
+            progress.set_postfix(loss=f"{row['loss']:.3f}")
+            window = dict.fromkeys(window, 0.0) | {"n": 0}
+            window_start = time.perf_counter()
+        if step % tcfg["checkpoint_every"] == 0 and step < tcfg["steps"]:
+            save_state()
+        if stop.signal is not None:
+            save_state()
+            log.warning("%s: signal %d at step %d; state saved, exiting %d to be requeued", name, stop.signal,
+                        step, EXIT_RESUME)
+            teardown(runtime)
+            raise SystemExit(EXIT_RESUME)
+    progress.close()
+
+    if step < tcfg["steps"]:  # stopped early on purpose (max_steps)
+        save_state()
+        teardown(runtime)
+        return {"step": step, "finished": False}
+    save_state()  # every rank (it synchronises); lets a later run with more steps continue
+    if runtime.is_main:
+        _write_metrics(rows, out / "metrics.csv")
+        checkpoint.save({"model_name": name, "settings": settings, "state_dict": ema.model.state_dict(),
+                         "vocabulary": vocabulary.atomic_numbers.tolist(), "num_atoms_histogram": histogram,
+                         "step": step, "seed": seed}, out / "last.ckpt")
+    teardown(runtime)
+    return {"step": step, "finished": True, "rows": rows}
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))

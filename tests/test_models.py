@@ -1,0 +1,206 @@
+"""Generative models: symmetries of the denoiser, processes, samplers for every family."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from models_fixtures import model_settings, toy_structures
+
+from onnes import crystals
+from onnes.models.batch import CrystalDataset, Vocabulary, edges
+from onnes.models.lattice import LatticeNormalizer, matrix_from_params, params_from_matrix
+from onnes.models.model import GenerativeModel
+from onnes.models.processes import (
+    Context,
+    Masking,
+    WrappedNormalVE,
+    _interpolant_coefficients,
+    signed_wrap,
+    wrap,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    structures = toy_structures(12)
+    table = crystals.from_structures(structures, [str(i) for i in range(12)], "toy")
+    return CrystalDataset.from_table(table)
+
+
+@pytest.fixture(scope="module")
+def vocabulary(dataset):
+    return Vocabulary(np.concatenate(dataset.species))
+
+
+def make_model(family="flow", vocabulary=None, **overrides):
+    torch.manual_seed(0)
+    return GenerativeModel(model_settings(family, **overrides), len(vocabulary)).eval()
+
+
+def net_outputs(model, batch, frac=None, lattice=None, t=0.4):
+    """Denoiser outputs on a batch (types as clean one-hot, given coordinates/lattice)."""
+    lattice = batch.lattice if lattice is None else lattice
+    params = model.normalizer.encode(params_from_matrix(lattice, batch.num_atoms))
+    types = model._clean_types(batch.types)
+    t_vec = torch.full((batch.num_crystals,), t)
+    with torch.no_grad():
+        return model._net(params, batch.frac if frac is None else frac, types, t_vec, batch.num_atoms, batch.crystal)
+
+
+FAMILIES = ["flow", "diffusion", "interpolant"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_permutation_equivariance(family, dataset, vocabulary):
+    model = make_model(family, vocabulary)
+    batch = dataset.batch([0, 1, 2], vocabulary)
+    # Permute atoms within each crystal (keep crystals contiguous).
+    perm, offset = [], 0
+    for n in batch.num_atoms.tolist():
+        perm += (offset + torch.randperm(n, generator=torch.Generator().manual_seed(n))).tolist()
+        offset += n
+    perm = torch.tensor(perm)
+    permuted = type(batch)(batch.types[perm], batch.frac[perm], batch.lattice, batch.num_atoms, batch.crystal)
+    lat, frac, types = net_outputs(model, batch)
+    lat_p, frac_p, types_p = net_outputs(model, permuted)
+    assert torch.allclose(lat, lat_p, atol=1e-5)
+    assert torch.allclose(frac[perm], frac_p, atol=1e-5)
+    assert torch.allclose(types[perm], types_p, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_translation_and_integer_shift_invariance(family, dataset, vocabulary):
+    model = make_model(family, vocabulary)
+    batch = dataset.batch([0, 1, 2, 3], vocabulary)
+    reference = net_outputs(model, batch)
+    shift = torch.tensor([0.31, -0.17, 0.73])
+    translated = net_outputs(model, batch, frac=wrap(batch.frac + shift))
+    integers = torch.randint(-3, 4, batch.frac.shape, generator=torch.Generator().manual_seed(1)).float()
+    shifted = net_outputs(model, batch, frac=batch.frac + integers)
+    for ref, a, b in zip(reference, translated, shifted):
+        assert torch.allclose(ref, a, atol=1e-4)
+        assert torch.allclose(ref, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_rotation_invariance(family, dataset, vocabulary):
+    model = make_model(family, vocabulary)
+    batch = dataset.batch([0, 1, 2, 3], vocabulary)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(2)))
+    rotated = batch.lattice @ q.T  # rotate every lattice vector
+    for ref, rot in zip(net_outputs(model, batch), net_outputs(model, batch, lattice=rotated)):
+        assert torch.allclose(ref, rot, atol=1e-4)
+    # The training loss with the same noise is unchanged by the rotation, too.
+    rotated_batch = type(batch)(batch.types, batch.frac, rotated, batch.num_atoms, batch.crystal)
+    loss, _ = model.loss(batch, torch.Generator().manual_seed(5))
+    loss_rot, _ = model.loss(rotated_batch, torch.Generator().manual_seed(5))
+    assert torch.allclose(loss, loss_rot, atol=1e-4)
+
+
+def test_lattice_parameters_round_trip():
+    from pymatgen.core import Lattice
+
+    lattice = Lattice.from_parameters(3.9, 5.1, 7.3, 82.0, 97.0, 111.0)
+    matrix = torch.tensor(lattice.matrix, dtype=torch.float64)[None]
+    n = torch.tensor([6])
+    back = Lattice(matrix_from_params(params_from_matrix(matrix, n), n)[0].numpy())
+    assert np.allclose(back.parameters, lattice.parameters, atol=1e-6)
+    normalizer = LatticeNormalizer.fit(torch.randn(50, 6) * 2 + 1)
+    x = torch.randn(4, 6)
+    assert torch.allclose(normalizer.decode(normalizer.encode(x)), x, atol=1e-5)
+
+
+def test_edges_are_all_pairs_within_crystals():
+    src, dst = edges(torch.tensor([1, 3, 2]))
+    pairs = set(zip(src.tolist(), dst.tolist()))
+    expected = {(i, j) for block in ([0], [1, 2, 3], [4, 5]) for i in block for j in block if i != j}
+    assert pairs == expected
+
+
+def test_wrapped_normal_score_matches_numerical_gradient():
+    process = WrappedNormalVE()
+    d = torch.linspace(-0.5, 0.49, 41, dtype=torch.float64)
+    sigma = torch.full_like(d, 0.3)
+
+    def log_density(x):
+        k = torch.arange(-5, 6, dtype=torch.float64)
+        return torch.logsumexp(-((x.unsqueeze(-1) + k) ** 2) / (2 * 0.3**2), dim=-1)
+
+    h = 1e-6
+    numerical = (log_density(d + h) - log_density(d - h)) / (2 * h)
+    assert torch.allclose(process.wrapped_normal_score(d, sigma), numerical, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["linear", "trig", "encoder_decoder", "vp"])
+def test_interpolant_endpoints(kind):
+    alpha, beta = _interpolant_coefficients(kind)
+    zero, one = torch.tensor([0.0]), torch.tensor([1.0])
+    assert float(alpha(zero)) == pytest.approx(1.0, abs=1e-2)
+    assert float(beta(zero)) == pytest.approx(0.0, abs=1e-2)
+    assert float(alpha(one)) == pytest.approx(0.0, abs=1e-2)
+    assert float(beta(one)) == pytest.approx(1.0, abs=1e-2)
+
+
+def test_torus_helpers():
+    x = torch.tensor([-0.25, 1.0, 2.3])
+    assert torch.allclose(wrap(x), torch.tensor([0.75, 0.0, 0.3]), atol=1e-6)
+    assert torch.allclose(signed_wrap(torch.tensor([0.9, -0.7])), torch.tensor([-0.1, 0.3]), atol=1e-6)
+
+
+def test_masking_reveals_everything_by_the_end():
+    process = Masking(num_types=5)
+    x = process.prior((7, 5), None, "cpu")
+    assert (x == 5).all()
+    ctx = Context(torch.zeros(7, dtype=torch.long), 1)
+    logits = torch.randn(7, 5)
+    steps = 4
+    for k in range(steps):
+        t = torch.full((7, 1), k / steps)
+        x = process.step(x, logits, t, torch.full((7, 1), 1 / steps), ctx, torch.Generator().manual_seed(k))
+    assert (x < 5).all()
+
+
+CASES = [
+    ("flow", {}),
+    ("flow", {"types": "masked"}),
+    ("flow", {"sample": {"heun": True}}),
+    ("diffusion", {}),
+    ("interpolant", {}),
+    ("interpolant", {"interpolant": {"kind": "trig", "gamma": "bridge"}, "sample": {"sampler": "sde", "noise": 0.1}}),
+    ("interpolant", {"interpolant": {"kind": "encoder_decoder", "gamma": "sin2", "gamma_scale": 0.5}}),
+    ("interpolant", {"interpolant": {"kind": "vp"}, "types": "masked"}),
+]
+
+
+@pytest.mark.parametrize("family, overrides", CASES)
+def test_every_family_trains_a_step_and_samples(family, overrides, dataset, vocabulary):
+    model = make_model(family, vocabulary, **overrides).train()
+    loss, parts = model.loss(dataset.batch(range(8), vocabulary), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert math.isfinite(loss.item()) and set(parts) == {"loss_lattice", "loss_frac", "loss_types"}
+    assert all(p.grad is not None for p in model.denoiser.parameters() if p.requires_grad)
+    num_atoms = torch.tensor([3, 5, 8])
+    types, frac, lattice = model.eval().sample(num_atoms, steps=5, gen=torch.Generator().manual_seed(1),
+                                               heun=model.settings["sample"]["heun"])
+    assert types.shape == (16,) and frac.shape == (16, 3) and lattice.shape == (3, 3, 3)
+    assert ((types >= 0) & (types < len(vocabulary))).all()
+    assert ((frac >= 0) & (frac < 1)).all()
+    assert torch.isfinite(lattice).all()
+
+
+def test_structure_prediction_keeps_the_composition(dataset, vocabulary):
+    model = make_model("flow", vocabulary)
+    batch = dataset.batch([0, 1], vocabulary)
+    types, _, _ = model.sample(batch.num_atoms, steps=4, gen=torch.Generator().manual_seed(0),
+                               fixed_types=batch.types)
+    assert torch.equal(types, batch.types)
+
+
+def test_classifier_free_guidance_changes_samples(dataset, vocabulary):
+    model = make_model("flow", vocabulary, conditioning={"columns": ["tc_K"]})
+    num_atoms = torch.tensor([4, 4])
+    cond = torch.tensor([[30.0], [30.0]])
+    plain = model.sample(num_atoms, 4, torch.Generator().manual_seed(0), cond=cond, guidance=1.0)
+    guided = model.sample(num_atoms, 4, torch.Generator().manual_seed(0), cond=cond, guidance=3.0)
+    assert not torch.allclose(plain[2], guided[2])

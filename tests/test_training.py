@@ -1,0 +1,113 @@
+"""Training: kill-and-resume reproduces the uninterrupted run; signals save state;
+sharded data-parallel training (torchrun, Gloo on CPU); sampling shards."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from models_fixtures import model_settings, write_toy_splits
+
+from onnes.sampling import gather, load_model, sample_shard, shard_sizes
+from onnes.train.loop import EXIT_RESUME, BatchOrder, train
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    return write_toy_splits(tmp_path_factory.mktemp("toy"))
+
+
+def metrics(path):
+    return pd.read_csv(path)
+
+
+def test_kill_and_resume_gives_the_same_loss_curve(splits, tmp_path):
+    settings = model_settings("flow")
+    full = train(settings, "m", splits["train"], splits["val"], tmp_path / "full", seed=3)
+    assert full["finished"]
+    interrupted = train(settings, "m", splits["train"], splits["val"], tmp_path / "resumed", seed=3, max_steps=6)
+    assert interrupted == {"step": 6, "finished": False}
+    assert not (tmp_path / "resumed/last.ckpt").exists()
+    resumed = train(settings, "m", splits["train"], splits["val"], tmp_path / "resumed", seed=3)
+    assert resumed["finished"]
+    a, b = metrics(tmp_path / "full/metrics.csv"), metrics(tmp_path / "resumed/metrics.csv")
+    assert a.step.tolist() == b.step.tolist() == [2, 4, 6, 8, 10, 12]
+    for column in ("loss", "loss_lattice", "loss_frac", "loss_types", "val_loss"):
+        assert a[column].to_numpy() == pytest.approx(b[column].to_numpy(), rel=1e-4, abs=1e-6, nan_ok=True)
+    # The final EMA weights agree as well.
+    wa = torch.load(tmp_path / "full/last.ckpt", weights_only=True)["state_dict"]
+    wb = torch.load(tmp_path / "resumed/last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_batch_order_is_a_function_of_step():
+    order = BatchOrder(size=10, batch_size=4, seed=1)
+    first = [order.indices(s).tolist() for s in range(6)]
+    again = BatchOrder(size=10, batch_size=4, seed=1)
+    assert [again.indices(s).tolist() for s in reversed(range(6))] == list(reversed(first))
+    assert sorted(sum(first[:2], [])) == sorted(set(sum(first[:2], [])))  # no repeats in an epoch
+
+
+def _cli_train(splits, out_dir, settings, extra=()):
+    payload = json.dumps({"seed": 0, "models": {"m": settings}})
+    return [sys.executable, "-m", "onnes.cli", "train", "--model", "m", "--train", str(splits["train"]),
+            "--val", str(splits["val"]), "--out-dir", str(out_dir), "--settings", payload, *extra]
+
+
+def test_sigterm_saves_state_and_exits_for_requeue(splits, tmp_path):
+    settings = model_settings("flow", train={"steps": 100000, "checkpoint_every": 100000})
+    proc = subprocess.Popen(_cli_train(splits, tmp_path, settings), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    for line in proc.stdout:  # wait until training is under way
+        if "step/s" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == EXIT_RESUME, output[-2000:]
+    state = torch.load(tmp_path / "resume/state.ckpt", weights_only=True)
+    assert state["step"] > 0
+    assert not (tmp_path / "last.ckpt").exists()
+
+
+def test_sharded_data_parallel_training_with_torchrun(splits, tmp_path):
+    settings = model_settings("diffusion", train={"steps": 4, "batch_size": 8})
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "onnes.cli", *_cli_train(splits, tmp_path, settings)[3:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 ranks on cpu" in result.stderr
+    assert (tmp_path / "last.ckpt").exists()
+    assert metrics(tmp_path / "metrics.csv").step.tolist() == [2, 4]
+
+
+@pytest.fixture(scope="module")
+def trained(splits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained")
+    train(model_settings("flow"), "m", splits["train"], splits["val"], out, seed=0)
+    return out / "last.ckpt"
+
+
+def test_sampling_shards_are_reproducible_and_gathered(trained, tmp_path):
+    settings = model_settings("flow")
+    assert shard_sizes(12, 2) == [6, 6] and shard_sizes(7, 3) == [3, 2, 2]
+    sample_shard(trained, 0, tmp_path / "a0.parquet", seed=0, settings=settings)
+    sample_shard(trained, 0, tmp_path / "b0.parquet", seed=0, settings=settings)
+    sample_shard(trained, 1, tmp_path / "a1.parquet", seed=0, settings=settings)
+    a0, b0, a1 = (pd.read_parquet(tmp_path / f) for f in ("a0.parquet", "b0.parquet", "a1.parquet"))
+    pd.testing.assert_frame_equal(a0, b0)
+    assert not np.allclose(np.stack(a0.lattice), np.stack(a1.lattice))
+    assert len(a0) == 6 and set(a0.source) == {"m"}
+    summary = gather([tmp_path / "a0.parquet", tmp_path / "a1.parquet"], tmp_path / "all.parquet",
+                     tmp_path / "summary.json")
+    assert summary["count"] == 12 and 0.0 <= summary["valid_struct_fraction"] <= 1.0
+    model, state = load_model(trained)
+    assert state["model_name"] == "m" and state["step"] == 12
+    assert set(pd.read_parquet(tmp_path / "all.parquet").id) == set(a0.id) | set(a1.id)

@@ -96,12 +96,19 @@ def model_split(split):
 
 
 def train_launcher(wildcards):
-    """torchrun for several GPUs on one node; srun-launched ranks on clusters (profile)."""
+    """Nothing for one process; torchrun for several GPUs on one node; on several nodes
+    one torchrun per node through srun, meeting at the first node of the allocation."""
     train = config["models"][wildcards.model]["train"]
-    ranks = max(1, train["gpus"]) * train["nodes"]
-    if ranks == 1:
+    per_node = max(1, train["gpus"])
+    if per_node * train["nodes"] == 1:
         return ""
-    return f"torchrun --standalone --nproc_per_node={max(1, train['gpus'])} --no-python"
+    if train["nodes"] == 1:
+        return f"torchrun --standalone --nproc_per_node={per_node} --no-python"
+    return (
+        f"srun --ntasks-per-node=1 torchrun --nnodes={train['nodes']} --nproc_per_node={per_node}"
+        " --rdzv_backend=c10d --rdzv_id=$SLURM_JOB_ID"
+        " --rdzv_endpoint=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1):29500 --no-python"
+    )
 
 
 def sample_shards(wildcards):

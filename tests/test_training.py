@@ -111,3 +111,27 @@ def test_sampling_shards_are_reproducible_and_gathered(trained, tmp_path):
     model, state = load_model(trained)
     assert state["model_name"] == "m" and state["step"] == 12
     assert set(pd.read_parquet(tmp_path / "all.parquet").id) == set(a0.id) | set(a1.id)
+
+
+def test_changed_architecture_starts_afresh_but_more_steps_resume(splits, tmp_path):
+    short = model_settings("flow", train={"steps": 4})
+    train(short, "m", splits["train"], splits["val"], tmp_path, seed=0)
+    longer = model_settings("flow", train={"steps": 6})
+    assert train(longer, "m", splits["train"], splits["val"], tmp_path, seed=0)["rows"][0]["step"] == 2
+    assert metrics(tmp_path / "metrics.csv").step.tolist() == [2, 4, 6]  # continued from step 4
+    wider = model_settings("flow", train={"steps": 2}, denoiser={"hidden": 48})
+    train(wider, "m", splits["train"], splits["val"], tmp_path, seed=0)
+    assert (tmp_path / "resume/state.stale.ckpt").exists()
+    assert metrics(tmp_path / "metrics.csv").step.tolist() == [2]
+
+
+def test_structure_prediction_samples_the_given_composition(trained, tmp_path):
+    settings = model_settings("flow", sample={"composition": "SrTiO3", "formula_units": [1, 2]})
+    sample_shard(trained, 0, tmp_path / "csp.parquet", seed=0, settings=settings)
+    table = pd.read_parquet(tmp_path / "csp.parquet")
+    for species in table.species:
+        counts = np.bincount(species, minlength=39)
+        assert counts[38] in (1, 2) and counts[22] == counts[38] and counts[8] == 3 * counts[38]
+    with pytest.raises(ValueError, match="vocabulary"):
+        sample_shard(trained, 0, tmp_path / "x.parquet", seed=0,
+                     settings=model_settings("flow", sample={"composition": "PuO2"}))

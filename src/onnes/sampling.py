@@ -45,6 +45,19 @@ def draw_num_atoms(histogram: list[list[int]], count: int, rng: np.random.Genera
     return rng.choice(sizes, size=count, p=weights / weights.sum())
 
 
+def composition_cells(formula: str, formula_units: list[int], count: int, rng: np.random.Generator,
+                      vocabulary: Vocabulary) -> list[np.ndarray]:
+    """Type indices of ``count`` cells of ``formula`` x (a random choice of formula units)."""
+    from pymatgen.core import Composition
+
+    composition = Composition(formula)
+    if any(not float(x).is_integer() for x in composition.values()):
+        raise ValueError(f"composition '{formula}' must have integer amounts for structure prediction")
+    unit = np.concatenate([[el.Z] * int(x) for el, x in composition.items()])
+    types = vocabulary.encode(unit)  # raises for an element the model never saw
+    return [np.tile(types, int(z)) for z in rng.choice(formula_units, size=count)]
+
+
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,15 +82,21 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
     gen = torch.Generator(device=device).manual_seed(shard_seed)
     steps = default_steps({**state["settings"], "sample": sample_cfg})
     vocabulary = Vocabulary(state["vocabulary"])
-    num_atoms = draw_num_atoms(state["num_atoms_histogram"], count, rng)
+    if sample_cfg["composition"]:
+        cells = composition_cells(sample_cfg["composition"], sample_cfg["formula_units"], count, rng, vocabulary)
+        num_atoms = np.array([len(c) for c in cells])
+    else:
+        cells, num_atoms = None, draw_num_atoms(state["num_atoms_histogram"], count, rng)
     rows, started = [], time.perf_counter()
     for start in tqdm(range(0, count, sample_cfg["batch_size"]), desc=f"sample {name}[{shard}]", mininterval=5):
-        sizes = torch.as_tensor(num_atoms[start:start + sample_cfg["batch_size"]], device=device)
+        stop = start + sample_cfg["batch_size"]
+        sizes = torch.as_tensor(num_atoms[start:stop], device=device)
         cond = None
         if cond_value is not None:
             cond = torch.tensor(cond_value, dtype=torch.float32, device=device).expand(len(sizes), -1)
+        fixed = None if cells is None else torch.as_tensor(np.concatenate(cells[start:stop]), device=device)
         types, frac, lattice = model.sample(sizes, steps, gen, heun=sample_cfg["heun"], cond=cond,
-                                            guidance=sample_cfg["guidance"])
+                                            guidance=sample_cfg["guidance"], fixed_types=fixed)
         rows += _rows(types.cpu().numpy(), frac.cpu().numpy(), lattice.cpu().numpy(), sizes.cpu().numpy(),
                       vocabulary, name, shard, start)
     seconds = time.perf_counter() - started

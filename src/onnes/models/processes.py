@@ -99,13 +99,14 @@ class VPDiffusion(Process):
     """Variance-preserving DDPM with the cosine schedule; the network predicts the noise.
 
     Sampling uses the posterior q(x_{s-ds} | x_s, x0) with x0 estimated from the
-    predicted noise and clipped to +-``clip`` (Ho et al. 2020, eqs. 6-7): exact for
+    predicted noise and clipped to +-``clip`` standard deviations of the standardised data
+    (Ho et al. 2020, eqs. 6-7): exact for
     any step size, and robust when the estimate is poor early in sampling.
     """
 
     deterministic = False
 
-    def __init__(self, clip: float = 5.0):
+    def __init__(self, clip: float = 3.0):
         self.clip = clip
 
     def corrupt(self, x1, t, ctx, gen):

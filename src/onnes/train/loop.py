@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import logging
 import math
 import signal
@@ -94,6 +95,18 @@ def lr_lambda(warmup: int, total: int):
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+# Settings a run may change and still resume: the length of training and bookkeeping.
+_RESUMABLE_CHANGES = {"steps", "log_every", "val_every", "val_batches", "checkpoint_every", "threads", "device",
+                      "gpus", "nodes"}
+
+
+def settings_fingerprint(settings: dict) -> str:
+    """What must match for a saved state to be resumed (architecture, data, optimiser...)."""
+    relevant = {k: v for k, v in settings.items() if k != "sample"}
+    relevant["train"] = {k: v for k, v in settings["train"].items() if k not in _RESUMABLE_CHANGES}
+    return json.dumps(relevant, sort_keys=True)
 
 
 def prepare_data(settings: dict, train_path: str | Path, val_path: str | Path):
@@ -181,8 +194,16 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
     state_path, partial_metrics = out / "resume" / "state.ckpt", out / "resume" / "metrics.csv"
 
     step = 0
-    if state_path.exists():
-        state = checkpoint.load(state_path, map_location=runtime.device)
+    fingerprint = settings_fingerprint(settings)
+    state = checkpoint.load(state_path, map_location=runtime.device) if state_path.exists() else None
+    if state is not None and state.get("fingerprint") != fingerprint:
+        stale = state_path.with_name("state.stale.ckpt")
+        if runtime.is_main:
+            state_path.replace(stale)
+        log.warning("%s: settings changed since %s was saved; starting afresh (old state kept as %s)",
+                    name, state_path, stale)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         ema.model.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -210,7 +231,7 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
         if runtime.is_main:
             checkpoint.save({"model": model.state_dict(), "ema": ema.model.state_dict(),
                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "step": step}, state_path)
+                             "step": step, "fingerprint": fingerprint}, state_path)
             _write_metrics(rows, partial_metrics)
         barrier(runtime)
 

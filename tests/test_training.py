@@ -135,3 +135,13 @@ def test_structure_prediction_samples_the_given_composition(trained, tmp_path):
     with pytest.raises(ValueError, match="vocabulary"):
         sample_shard(trained, 0, tmp_path / "x.parquet", seed=0,
                      settings=model_settings("flow", sample={"composition": "PuO2"}))
+
+
+def test_sampling_settings_apply_without_retraining(splits, tmp_path):
+    settings = model_settings("interpolant", interpolant={"gamma": "bridge"}, train={"steps": 2})
+    train(settings, "m", splits["train"], splits["val"], tmp_path, seed=0)
+    stored, _ = load_model(tmp_path / "last.ckpt")
+    assert not stored.processes["frac"].sde
+    sde = model_settings("interpolant", interpolant={"gamma": "bridge"}, sample={"sampler": "sde", "noise": 0.2})
+    model, _ = load_model(tmp_path / "last.ckpt", sample_settings=sde["sample"])
+    assert model.processes["frac"].sde and model.processes["lattice"].noise == 0.2

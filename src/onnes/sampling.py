@@ -26,10 +26,14 @@ from onnes.train.loop import derive_seed
 log = logging.getLogger(__name__)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GenerativeModel, dict]:
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               sample_settings: dict | None = None) -> tuple[GenerativeModel, dict]:
+    """The EMA model of a checkpoint; ``sample_settings`` replaces the stored sampling
+    settings (sampler, noise, corrector), which shape the processes but not the weights."""
     state = checkpoint.load(path, map_location=device)
     vocabulary = state["vocabulary"]
-    model = GenerativeModel(state["settings"], len(vocabulary))
+    settings = state["settings"] if sample_settings is None else {**state["settings"], "sample": sample_settings}
+    model = GenerativeModel(settings, len(vocabulary))
     model.load_state_dict(state["state_dict"])
     return model.to(device).eval(), state
 
@@ -72,8 +76,8 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
     stored in the checkpoint, so sampling knobs change without retraining.
     """
     device = _resolve_device((settings or {}).get("sample", {}).get("device", "auto"))
-    model, state = load_model(model_path, device)
-    sample_cfg = (settings or state["settings"])["sample"]
+    model, state = load_model(model_path, device, settings["sample"] if settings else None)
+    sample_cfg = model.settings["sample"]
     torch.set_num_threads(sample_cfg["threads"])
     name = state["model_name"]
     count = shard_sizes(sample_cfg["num_samples"], sample_cfg["shards"])[shard]

@@ -120,8 +120,12 @@ def sample_shards(wildcards):
     )
 
 
+def screen_settings(wildcards):
+    return shlex.quote(json.dumps({"screen": config["screen"]}, sort_keys=True))
+
+
 def model_targets():
-    return expand(f"{RESULTS}/samples/{{model}}/samples.parquet", model=MODELS)
+    return expand(f"{RESULTS}/screen/{{model}}/funnel.json", model=MODELS)
 
 
 def campaign_targets():

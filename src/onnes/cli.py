@@ -141,6 +141,19 @@ def _sample_gather(args: argparse.Namespace) -> None:
              100 * summary["valid_struct_fraction"])
 
 
+def _screen(args: argparse.Namespace) -> None:
+    from onnes.crystals import read_table, write_table
+    from onnes.io import write_json
+    from onnes.screen.funnel import screen
+
+    config = _load_config(args)
+    table, funnel = screen(read_table(args.samples), read_table(args.reference), config["screen"],
+                           workers=args.threads)
+    write_table(table, args.out)
+    write_json(args.funnel, funnel)
+    log.info("funnel: %s", funnel["steps"])
+
+
 def _config_show(args: argparse.Namespace) -> None:
     overrides = dict(_parse_override(item) for item in args.set or [])
     config = cfg.load(args.config, overrides=_nest(overrides))
@@ -234,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     gather.add_argument("--out", type=Path, required=True)
     gather.add_argument("--summary", type=Path, required=True)
     gather.set_defaults(func=_sample_gather)
+    screen = stages.add_parser("screen", help="validity, uniqueness and novelty of generated structures")
+    screen.add_argument("--samples", type=Path, required=True, help="samples.parquet (crystal table)")
+    screen.add_argument("--reference", type=Path, required=True, help="training structures, for novelty")
+    screen.add_argument("--out", type=Path, required=True, help="screened.parquet")
+    screen.add_argument("--funnel", type=Path, required=True, help="funnel.json")
+    screen.add_argument("--threads", type=int, default=1)
+    _add_config_options(screen)
+    screen.set_defaults(func=_screen)
     return parser
 
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from onnes.config import allowed_elements
 from onnes.data import labels
-from onnes.data.dedup import Tolerances, find_duplicates
+from onnes.matching import Tolerances, find_duplicates
 from onnes.data.parse import Checks, parse_record
 from onnes.data.readers import iter_records
 from onnes.data.sources import DATASET_FILES, STRUCTURE_DATASETS

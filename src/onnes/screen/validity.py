@@ -8,6 +8,8 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from pymatgen.core.periodic_table import Element
+
 from onnes.crystals import row_arrays
 
 _IMAGES = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.float64)  # (27, 3)
@@ -44,3 +46,17 @@ def structural_validity(table: pd.DataFrame, min_dist: float = 0.5, min_volume: 
         out["min_distance"].append(closest)
         out["volume"].append(volume)
     return pd.DataFrame(out, index=table.index)
+
+
+def compositional_validity(table: pd.DataFrame) -> pd.Series:
+    """``valid_comp``: SMACT charge neutrality + Pauling test (see ``composition``)."""
+    from onnes.screen.composition import smact_valid
+
+    def valid(species) -> bool:
+        symbols, counts = np.unique(np.asarray(species), return_counts=True)
+        try:
+            return smact_valid({Element.from_Z(int(z)).symbol: int(n) for z, n in zip(symbols, counts)})
+        except (ValueError, KeyError):  # an atomic number no element has
+            return False
+
+    return table["species"].map(valid).rename("valid_comp")

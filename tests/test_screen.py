@@ -1,0 +1,90 @@
+"""Screening funnel: SMACT validity, uniqueness and novelty, counted drops for bad input."""
+
+import time
+
+import numpy as np
+import pytest
+from conftest import perovskite, rocksalt, silicon
+from pymatgen.core import Lattice, Structure
+
+from onnes import crystals
+from onnes.config import validate
+from onnes.matching import Tolerances, find_known, reduced_formulas
+from onnes.screen.composition import smact_valid
+from onnes.screen.funnel import screen
+
+SETTINGS = validate({})["screen"]
+
+
+@pytest.mark.parametrize(
+    "counts, valid",
+    [
+        ({"Na": 4, "Cl": 4}, True),
+        ({"Na": 1, "Cl": 2}, False),
+        ({"Fe": 2, "O": 3}, True),
+        ({"Sr": 1, "Ti": 1, "O": 3}, True),
+        ({"Cu": 3, "Au": 1}, True),  # all metals: an alloy
+        ({"Si": 8}, True),  # one element
+        ({"Na": 1, "O": 3}, False),
+        ({"Cl": 1, "Na": 1, "Ne": 1}, False),  # Ne has no oxidation state
+        ({"O": 1, "F": 2}, False),  # OF2: SMACT lists no positive oxidation state for O
+        ({"F": 1, "Cl": 1}, True),  # ClF: Cl(+1) less electronegative than F
+    ],
+)
+def test_smact_validity(counts, valid):
+    assert smact_valid(counts) is valid
+
+
+def test_many_oxidation_state_combinations_do_not_hang():
+    counts = {"Mn": 7, "Fe": 5, "Co": 3, "V": 4, "Cr": 6, "Ni": 5, "Re": 2, "Os": 3, "O": 29, "S": 3, "N": 2}
+    started = time.perf_counter()
+    assert smact_valid(counts) in (True, False)
+    assert time.perf_counter() - started < 5.0  # 10^9 combinations would take hours
+
+
+def table_of(structures, ids):
+    return crystals.from_structures(structures, ids, "gen")
+
+
+def test_novelty_compares_only_within_a_formula():
+    reference = table_of([rocksalt(5.64), silicon()], ["ref-nacl", "ref-si"])
+    generated = table_of([rocksalt(5.70), perovskite()], ["g-nacl", "g-sto"])
+    assert find_known(generated, reference, Tolerances()) == {"g-nacl"}
+    assert reduced_formulas(generated).tolist() == ["NaCl", "SrTiO3"]
+
+
+def test_funnel_counts_and_reasons():
+    reference = table_of([rocksalt(5.64)], ["ref-nacl"])
+    too_close = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
+    na_cl2 = Structure(Lattice.cubic(5.0), ["Na", "Cl", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]])
+    generated = table_of(
+        [rocksalt(5.66), perovskite(), perovskite(), too_close, na_cl2],
+        ["known", "novel", "novel-dup", "overlap", "bad-comp"],
+    )
+    table, funnel = screen(generated, reference, SETTINGS)
+    assert funnel["steps"] == {"generated": 5, "valid": 3, "unique": 2, "novel": 1}
+    assert funnel["rates"]["novel"] == pytest.approx(0.2)
+    reasons = dict(zip(table.id, table.drop_reason))
+    assert reasons == {"known": "known", "novel": None, "novel-dup": "duplicate", "overlap": "invalid_structure",
+                       "bad-comp": "invalid_composition"}
+    assert table.set_index("id").duplicate_of["novel-dup"] == "novel"
+
+
+def test_bad_generated_structures_are_dropped_not_crashing():
+    good = rocksalt()
+    table = table_of([good, good.copy(), good.copy(), good.copy()], ["nan", "overlap", "huge", "unknown-z"])
+    table.at[0, "frac_coords"] = [float("nan")] * len(table.frac_coords[0])
+    frac = np.reshape(table.frac_coords[1], (-1, 3)).copy()
+    frac[1] = frac[0] + 1e-3
+    table.at[1, "frac_coords"] = frac.reshape(-1).tolist()
+    big = rocksalt().make_supercell([4, 4, 4])  # 512 sites
+    table.loc[2, ["species", "frac_coords", "lattice"]] = crystals.from_structures([big], ["huge"], "g").iloc[0][
+        ["species", "frac_coords", "lattice"]].to_numpy()
+    table.at[3, "species"] = [150] * len(table.species[3])
+    screened, funnel = screen(table, table_of([silicon()], ["ref"]), SETTINGS)
+    reasons = dict(zip(screened.id, screened.drop_reason))
+    assert reasons["nan"] == "invalid_structure"
+    assert reasons["overlap"] == "invalid_structure"
+    assert reasons["unknown-z"] == "invalid_composition"
+    assert reasons["huge"] is None  # 512 valid sites: fine here; size limits belong to relaxation
+    assert funnel["steps"]["generated"] == 4

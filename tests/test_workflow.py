@@ -40,7 +40,7 @@ def test_dry_run_shows_the_campaign_dag(tmp_path):
     out = snakemake("-n", "-d", str(tmp_path))
     text = out.stdout + out.stderr
     for rule in ("fetch_raw_file", "curate_dataset", "split_dataset", "curation_summary", "train_model",
-                 "sample_shard", "gather_samples"):
+                 "sample_shard", "gather_samples", "screen_samples"):
         assert rule in text
 
 
@@ -82,7 +82,7 @@ def test_demo_data_stage_end_to_end(demo_run):
 
 @pytest.mark.mirror
 @pytest.mark.parametrize("model", ["flow", "diffusion", "interpolant"])
-def test_demo_trains_and_samples_every_family(demo_run, model):
+def test_demo_trains_samples_and_screens_every_family(demo_run, model):
     results = demo_run / "results/demo"
     metrics = pd.read_csv(results / f"models/{model}/metrics.csv")
     assert metrics.step.iloc[-1] == 5000 and metrics.val_loss.notna().any()
@@ -93,6 +93,11 @@ def test_demo_trains_and_samples_every_family(demo_run, model):
     # The README reports the measured figure (>= 80 %); this guards against regressions.
     assert summary["valid_struct_fraction"] >= 0.7
     assert len(list((results / f"samples/{model}/shards").glob("*.parquet"))) == 2
+    funnel = json.loads((results / f"screen/{model}/funnel.json").read_text())
+    assert list(funnel["steps"]) == ["generated", "valid", "unique", "novel"]
+    assert funnel["steps"]["generated"] == 1000 >= funnel["steps"]["valid"] >= funnel["steps"]["novel"] > 0
+    screened = crystals.read_table(results / f"screen/{model}/screened.parquet")
+    assert len(screened) == 1000 and {"valid_struct", "valid_comp", "unique", "novel"} <= set(screened.columns)
 
 
 @pytest.mark.mirror

@@ -154,6 +154,15 @@ def _screen(args: argparse.Namespace) -> None:
     log.info("funnel: %s", funnel["steps"])
 
 
+def _relax(args: argparse.Namespace) -> None:
+    from onnes.screen.relax import RelaxSettings, relax_file
+
+    relax = dict(_load_config(args)["relax"])
+    device = relax.pop("device")
+    result = relax_file(args.table, args.out, RelaxSettings(**relax), device=device)
+    log.info("relaxation: %s", result.relax_status.value_counts().to_dict())
+
+
 def _config_show(args: argparse.Namespace) -> None:
     overrides = dict(_parse_override(item) for item in args.set or [])
     config = cfg.load(args.config, overrides=_nest(overrides))
@@ -255,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     screen.add_argument("--threads", type=int, default=1)
     _add_config_options(screen)
     screen.set_defaults(func=_screen)
+
+    relax = stages.add_parser("relax", help="batched CHGNet pre-relaxation of a crystal table (resumable)")
+    relax.add_argument("--table", type=Path, required=True, help="crystal table to relax")
+    relax.add_argument("--out", type=Path, required=True, help="relaxed.parquet (work files beside it)")
+    _add_config_options(relax)
+    relax.set_defaults(func=_relax)
     return parser
 
 

@@ -84,7 +84,7 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
     shard_seed = derive_seed(seed, name, "sample", shard)
     rng = np.random.default_rng(shard_seed)
     gen = torch.Generator(device=device).manual_seed(shard_seed)
-    steps = default_steps({**state["settings"], "sample": sample_cfg})
+    steps = default_steps(model.settings)
     vocabulary = Vocabulary(state["vocabulary"])
     if sample_cfg["composition"]:
         cells = composition_cells(sample_cfg["composition"], sample_cfg["formula_units"], count, rng, vocabulary)

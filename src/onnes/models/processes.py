@@ -268,9 +268,6 @@ class Interpolant(Process):
         self.deterministic = not self.sde
         self.noise = noise
 
-    def _base(self, x1, gen):
-        return randn_like(x1, gen)
-
     def _path(self, x0, x1, t, z):
         alpha, d_alpha = _with_derivative(self.alpha, t)
         beta, d_beta = _with_derivative(self.beta, t)
@@ -281,12 +278,9 @@ class Interpolant(Process):
         return xt, velocity
 
     def corrupt(self, x1, t, ctx, gen):
-        x0, z = self._base(x1, gen), randn_like(x1, gen)
+        x0, z = randn_like(x1, gen), randn_like(x1, gen)
         xt, velocity = self._path(x0, x1, t, z)
         return xt, (torch.cat([velocity, z], -1) if self.heads == 2 else velocity)
-
-    def loss(self, pred, target, t):
-        return ((pred - target) ** 2).mean(-1)
 
     def _drift(self, x, pred, t):
         b = pred[..., : x.shape[-1]]
@@ -337,7 +331,6 @@ class Masking(Process):
     predicts logits of the clean type; unmasking while sampling draws from them."""
 
     deterministic = False
-    discrete = True
 
     def __init__(self, num_types: int):
         self.num_types = num_types

@@ -27,8 +27,7 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from onnes.crystals import read_table, row_arrays, structure_columns
-from onnes.io import atomic_path
+from onnes.crystals import read_table, row_arrays, structure_columns, write_table
 
 log = logging.getLogger(__name__)
 CHGNET_MAX_Z = 94
@@ -152,7 +151,7 @@ def relax_table(model, table: pd.DataFrame, out_dir: str | Path, settings: Relax
             began = time.perf_counter()
             chunk = table.iloc[start:start + settings.chunk_size]
             result = relax_batch(model, chunk, settings)
-            _write(result, path)
+            write_table(result, path)
             seconds = time.perf_counter() - began
             log.info("relaxed %d structures in %.1f s (%.2f structures/s)", len(chunk), seconds,
                      len(chunk) / max(seconds, 1e-9))
@@ -165,11 +164,6 @@ def relax_file(table_path: str | Path, out_path: str | Path, settings: RelaxSett
     table = read_table(table_path)
     result = relax_table(load_chgnet(device), table, Path(out_path).parent / (Path(out_path).stem + "_work"),
                          settings)
-    _write(result, out_path)
+    write_table(result, out_path)
     return result
 
-
-def _write(table: pd.DataFrame, path: str | Path) -> None:
-    """Atomic Parquet write (rows that did not relax carry no structure columns)."""
-    with atomic_path(path) as tmp:
-        table.to_parquet(tmp, index=False)

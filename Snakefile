@@ -24,6 +24,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/sample.smk"
+include: "rules/baselines.smk"
 include: "rules/screen.smk"
 
 

@@ -72,8 +72,17 @@ for _name in MODELS:
         )
 
 
+BASELINES = list(config["active_baselines"])
+# {model} names a trained model or a baseline: both run through the same funnel.
+CANDIDATE_SOURCES = MODELS + BASELINES
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in names) or "nothing-configured"
+
+
 wildcard_constraints:
-    model="|".join(re.escape(m) for m in config["models"]) or "no-model-configured",
+    model=_alternatives(list(config["models"]) + BASELINES),
     shard=r"\d+",
 
 
@@ -87,10 +96,16 @@ def model_settings(wildcards):
     return shlex.quote(json.dumps(subset, sort_keys=True))
 
 
+def source_dataset(name):
+    """The curated data set a model trains on, or a baseline draws from."""
+    if name in config["models"]:
+        return config["models"][name]["dataset"]
+    return config["baselines"][name]["dataset"]
+
+
 def model_split(split):
     def inputs(wildcards):
-        dataset = config["models"][wildcards.model]["dataset"]
-        return f"{RESULTS}/data/{dataset}/{split}.parquet"
+        return f"{RESULTS}/data/{source_dataset(wildcards.model)}/{split}.parquet"
 
     return inputs
 
@@ -121,11 +136,66 @@ def sample_shards(wildcards):
 
 
 def screen_settings(wildcards):
-    return shlex.quote(json.dumps({"screen": config["screen"]}, sort_keys=True))
+    subset = {
+        "seed": config["seed"],
+        "screen": config["screen"],
+        "relax": config["relax"],
+    }
+    return shlex.quote(json.dumps(subset, sort_keys=True))
+
+
+def baseline_settings(wildcards):
+    subset = {
+        "seed": config["seed"],
+        "data": config["data"],
+        "baselines": {wildcards.model: config["baselines"][wildcards.model]},
+    }
+    return shlex.quote(json.dumps(subset, sort_keys=True))
+
+
+def baseline_num_samples():
+    if config["baselines"]["num_samples"]:
+        return config["baselines"]["num_samples"]
+    budgets = [config["models"][m]["sample"]["num_samples"] for m in MODELS]
+    return max(budgets, default=1000)
+
+
+def hull_datasets():
+    chosen = config["screen"]["hull_datasets"]
+    if chosen is None:
+        chosen = [d for d in ("mpts52", "wbm") if d in DATASETS]
+    return chosen
+
+
+def hull_reference_inputs(wildcards):
+    curated = {d: f"{RESULTS}/data/{d}/curated.parquet" for d in hull_datasets()}
+    return {"mp20": f"{CACHE}/{AUXILIARY_FILES[0]}", **curated}
+
+
+def relax_shards(wildcards):
+    return expand(
+        f"{RESULTS}/screen/{{model}}/relax/{{shard}}.parquet",
+        model=wildcards.model,
+        shard=range(config["relax"]["shards"]),
+    )
+
+
+def csp_input(wildcards):
+    """Structure-prediction samples for the match rate: trained models only."""
+    if (
+        wildcards.model in config["models"]
+        and config["screen"]["metrics"]["csp_structures"]
+    ):
+        return f"{RESULTS}/samples/{wildcards.model}/csp.parquet"
+    return []
 
 
 def model_targets():
-    return expand(f"{RESULTS}/screen/{{model}}/funnel.json", model=MODELS)
+    return expand(
+        f"{RESULTS}/screen/{{model}}/{{name}}",
+        model=CANDIDATE_SOURCES,
+        name=["funnel.json", "metrics.json"],
+    ) + [f"{RESULTS}/screen/summary.csv"]
 
 
 def campaign_targets():

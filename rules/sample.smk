@@ -32,7 +32,42 @@ rule gather_samples:
         summary=f"{RESULTS}/samples/{{model}}/summary.json",
     log:
         f"{RESULTS}/logs/sample/{{model}}_gather.log",
+    wildcard_constraints:
+        model=_alternatives(config["models"]),
     conda:
         "../envs/torch.yaml"
     shell:
         "onnes sample gather {input:q} --out {output.samples:q} --summary {output.summary:q} > {log:q} 2>&1"
+
+
+rule sample_csp:
+    input:
+        checkpoint=f"{RESULTS}/models/{{model}}/last.ckpt",
+        reference=model_split("test"),
+    output:
+        f"{RESULTS}/samples/{{model}}/csp.parquet",
+    log:
+        f"{RESULTS}/logs/sample/{{model}}_csp.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: lambda wildcards: config["models"][wildcards.model]["sample"]["threads"]
+    resources:
+        gpu=lambda wildcards: int(
+            config["models"][wildcards.model]["sample"]["device"] == "cuda"
+        ),
+        mem_mb=8000,
+        runtime=120,
+    params:
+        settings=lambda wildcards: shlex.quote(
+            json.dumps(
+                {
+                    "seed": config["seed"],
+                    "screen": config["screen"],
+                    "models": {wildcards.model: config["models"][wildcards.model]},
+                },
+                sort_keys=True,
+            )
+        ),
+    shell:
+        "onnes sample csp --checkpoint {input.checkpoint:q} --reference {input.reference:q}"
+        " --model {wildcards.model} --out {output:q} --settings {params.settings} > {log:q} 2>&1"

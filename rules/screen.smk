@@ -1,19 +1,16 @@
-# Screening funnel: validity -> uniqueness -> novelty against the model's training data.
+# Screening funnel: validity -> uniqueness -> novelty -> CHGNet relaxation (sharded)
+# -> convex-hull stability and S.U.N.; literature metrics beside it. {model} is a
+# trained model or a baseline.
 
 
-rule screen_samples:
+rule screen_match:
     input:
         samples=f"{RESULTS}/samples/{{model}}/samples.parquet",
         reference=model_split("train"),
     output:
-        screened=f"{RESULTS}/screen/{{model}}/screened.parquet",
-        funnel=report(
-            f"{RESULTS}/screen/{{model}}/funnel.json",
-            caption="../workflow/report/funnel.rst",
-            category="Screening",
-        ),
+        f"{RESULTS}/screen/{{model}}/matched.parquet",
     log:
-        f"{RESULTS}/logs/screen/{{model}}.log",
+        f"{RESULTS}/logs/screen/{{model}}_match.log",
     conda:
         "../envs/analysis.yaml"
     threads: config["screen"]["threads"]
@@ -23,5 +20,140 @@ rule screen_samples:
     params:
         settings=screen_settings,
     shell:
-        "onnes screen --samples {input.samples:q} --reference {input.reference:q} --out {output.screened:q}"
-        " --funnel {output.funnel:q} --threads {threads} --settings {params.settings} > {log:q} 2>&1"
+        "onnes screen match --samples {input.samples:q} --reference {input.reference:q} --out {output:q}"
+        " --threads {threads} --settings {params.settings} > {log:q} 2>&1"
+
+
+rule relax_shard:
+    input:
+        f"{RESULTS}/screen/{{model}}/matched.parquet",
+    output:
+        f"{RESULTS}/screen/{{model}}/relax/{{shard}}.parquet",
+    log:
+        f"{RESULTS}/logs/screen/{{model}}_relax_{{shard}}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: config["relax"]["threads"]
+    resources:
+        gpu=int(config["relax"]["device"] == "cuda"),
+        mem_mb=16000,
+        runtime=240,
+    params:
+        settings=screen_settings,
+    shell:
+        "onnes relax --table {input:q} --out {output:q} --shard {wildcards.shard}"
+        " --settings {params.settings} > {log:q} 2>&1"
+
+
+rule hull_references:
+    input:
+        unpack(hull_reference_inputs),
+    output:
+        f"{RESULTS}/screen/hull_references.parquet",
+    log:
+        f"{RESULTS}/logs/screen/hull_references.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        curated=lambda wildcards, input: " ".join(
+            f"{name}={path}" for name, path in input.items() if name != "mp20"
+        ),
+    shell:
+        "onnes screen hull-references --mp20 {input.mp20:q} --curated {params.curated}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule screen_finish:
+    input:
+        matched=f"{RESULTS}/screen/{{model}}/matched.parquet",
+        relaxed=relax_shards,
+        references=f"{RESULTS}/screen/hull_references.parquet",
+        elements=f"{CACHE}/{AUXILIARY_FILES[1]}",
+    output:
+        screened=f"{RESULTS}/screen/{{model}}/screened.parquet",
+        funnel=report(
+            f"{RESULTS}/screen/{{model}}/funnel.json",
+            caption="../workflow/report/funnel.rst",
+            category="Screening",
+        ),
+    log:
+        f"{RESULTS}/logs/screen/{{model}}_finish.log",
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        settings=screen_settings,
+    shell:
+        "onnes screen finish --matched {input.matched:q} --relaxed {input.relaxed:q}"
+        " --references {input.references:q} --elements {input.elements:q} --out {output.screened:q}"
+        " --funnel {output.funnel:q} --settings {params.settings} > {log:q} 2>&1"
+
+
+rule reference_fingerprints:
+    input:
+        f"{RESULTS}/data/{{dataset}}/test.parquet",
+    output:
+        f"{RESULTS}/data/{{dataset}}/test_fingerprints.parquet",
+    log:
+        f"{RESULTS}/logs/screen/fingerprints_{{dataset}}.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: config["screen"]["threads"]
+    params:
+        settings=screen_settings,
+    shell:
+        "onnes screen fingerprints --table {input:q} --out {output:q} --threads {threads}"
+        " --settings {params.settings} > {log:q} 2>&1"
+
+
+rule screen_metrics:
+    input:
+        screened=f"{RESULTS}/screen/{{model}}/screened.parquet",
+        reference=model_split("test"),
+        fingerprints=lambda wildcards: f"{RESULTS}/data/{source_dataset(wildcards.model)}/test_fingerprints.parquet",
+        csp=csp_input,
+    output:
+        report(
+            f"{RESULTS}/screen/{{model}}/metrics.json",
+            caption="../workflow/report/metrics.rst",
+            category="Screening",
+        ),
+    log:
+        f"{RESULTS}/logs/screen/{{model}}_metrics.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: config["screen"]["threads"]
+    params:
+        settings=screen_settings,
+        csp=lambda wildcards, input: f"--csp {input.csp}" if input.csp else "",
+    shell:
+        "onnes screen metrics --screened {input.screened:q} --reference {input.reference:q}"
+        " --reference-fingerprints {input.fingerprints:q} {params.csp} --out {output:q}"
+        " --threads {threads} --settings {params.settings} > {log:q} 2>&1"
+
+
+rule screen_summary:
+    input:
+        funnels=expand(
+            f"{RESULTS}/screen/{{model}}/funnel.json", model=CANDIDATE_SOURCES
+        ),
+        metrics=expand(
+            f"{RESULTS}/screen/{{model}}/metrics.json", model=CANDIDATE_SOURCES
+        ),
+    output:
+        report(
+            f"{RESULTS}/screen/summary.csv",
+            caption="../workflow/report/summary.rst",
+            category="Screening",
+        ),
+    log:
+        f"{RESULTS}/logs/screen/summary.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        names=CANDIDATE_SOURCES,
+    shell:
+        "onnes screen summary --names {params.names} --funnels {input.funnels:q} --metrics {input.metrics:q}"
+        " --out {output:q} > {log:q} 2>&1"

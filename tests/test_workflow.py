@@ -40,7 +40,8 @@ def test_dry_run_shows_the_campaign_dag(tmp_path):
     out = snakemake("-n", "-d", str(tmp_path))
     text = out.stdout + out.stderr
     for rule in ("fetch_raw_file", "curate_dataset", "split_dataset", "curation_summary", "train_model",
-                 "sample_shard", "gather_samples", "screen_samples"):
+                 "sample_shard", "gather_samples", "screen_match", "relax_shard", "hull_references",
+                 "screen_finish", "screen_metrics", "sample_csp", "sample_baseline", "screen_summary"):
         assert rule in text
 
 
@@ -93,11 +94,35 @@ def test_demo_trains_samples_and_screens_every_family(demo_run, model):
     # The README reports the measured figure (>= 80 %); this guards against regressions.
     assert summary["valid_struct_fraction"] >= 0.7
     assert len(list((results / f"samples/{model}/shards").glob("*.parquet"))) == 2
-    funnel = json.loads((results / f"screen/{model}/funnel.json").read_text())
-    assert list(funnel["steps"]) == ["generated", "valid", "unique", "novel"]
-    assert funnel["steps"]["generated"] == 1000 >= funnel["steps"]["valid"] >= funnel["steps"]["novel"] > 0
-    screened = crystals.read_table(results / f"screen/{model}/screened.parquet")
-    assert len(screened) == 1000 and {"valid_struct", "valid_comp", "unique", "novel"} <= set(screened.columns)
+    check_screening(results, model)
+
+
+def check_screening(results, source):
+    """The funnel of one model or baseline: every step counted, 32 novel structures
+    relaxed (the demo's cap), hull energies for every relaxed one, metrics written."""
+    funnel = json.loads((results / f"screen/{source}/funnel.json").read_text())
+    assert list(funnel["steps"]) == ["generated", "valid", "unique", "novel", "relaxed", "sun"]
+    steps = funnel["steps"]
+    assert steps["generated"] == 1000 >= steps["valid"] >= steps["unique"] >= steps["novel"] >= steps["relaxed"]
+    assert steps["relaxed"] == min(32, steps["novel"]) > 0 and steps["sun"] <= steps["relaxed"]
+    assert funnel["stability"]["sun_rate"] == steps["sun"] / 1000
+    screened = crystals.read_table(results / f"screen/{source}/screened.parquet")
+    assert len(screened) == 1000
+    assert {"valid_struct", "valid_comp", "unique", "novel", "energy_chgnet", "e_above_hull", "sun"} <= set(screened)
+    relaxed = screened[screened.relaxed]
+    assert relaxed.e_above_hull.notna().all() and (relaxed.hull_status == "ok").all()
+    metrics = json.loads((results / f"screen/{source}/metrics.json").read_text())
+    assert 0 <= metrics["cov_recall"] <= 1 and metrics["wdist_density"] >= 0
+
+
+@pytest.mark.mirror
+@pytest.mark.parametrize("baseline", ["pyxtal", "substitution"])
+def test_demo_screens_both_baselines(demo_run, baseline):
+    results = demo_run / "results/demo"
+    check_screening(results, baseline)
+    summary = pd.read_csv(results / "screen/summary.csv").set_index("source")
+    assert list(summary.index) == ["flow", "diffusion", "interpolant", "pyxtal", "substitution"]
+    assert summary.loc[["flow", "diffusion", "interpolant"], "csp_match_rate"].notna().all()
 
 
 @pytest.mark.mirror

@@ -141,7 +141,37 @@ def _sample_gather(args: argparse.Namespace) -> None:
              100 * summary["valid_struct_fraction"])
 
 
-def _screen(args: argparse.Namespace) -> None:
+def _sample_csp(args: argparse.Namespace) -> None:
+    from onnes.crystals import read_table
+    from onnes.sampling import sample_csp
+
+    config = _load_config(args)
+    table = sample_csp(args.checkpoint, read_table(args.reference), config["screen"]["metrics"]["csp_structures"],
+                       args.out, config["seed"], _model_settings(config, args.model))
+    log.info("structure prediction: %d structures", len(table))
+
+
+def _baseline(args: argparse.Namespace) -> None:
+    from onnes.crystals import read_table, write_table
+
+    config = _load_config(args)
+    settings = config["baselines"][args.name]
+    reference, count = read_table(args.reference), args.num_samples
+    seed = config["seed"] + {"pyxtal": 1, "substitution": 2}[args.name]
+    if args.name == "pyxtal":
+        from onnes.baselines.random_symmetric import sample_random_symmetric
+
+        table = sample_random_symmetric(reference, count, seed, settings["max_attempts"])
+    else:
+        from onnes.baselines.substitution import sample_substitutions
+
+        table = sample_substitutions(reference, count, seed, settings["top_k"], settings["min_parent_tc"],
+                                     cfg.allowed_elements(config["data"]))
+    write_table(table, args.out)
+    log.info("%s baseline: %d of %d structures", args.name, len(table), count)
+
+
+def _screen_match(args: argparse.Namespace) -> None:
     from onnes.crystals import read_table, write_table
     from onnes.io import write_json
     from onnes.screen.funnel import screen
@@ -150,16 +180,102 @@ def _screen(args: argparse.Namespace) -> None:
     table, funnel = screen(read_table(args.samples), read_table(args.reference), config["screen"],
                            workers=args.threads)
     write_table(table, args.out)
-    write_json(args.funnel, funnel)
+    if args.funnel:
+        write_json(args.funnel, funnel)
     log.info("funnel: %s", funnel["steps"])
 
 
+def _screen_hull_references(args: argparse.Namespace) -> None:
+    from onnes.crystals import read_table, write_table
+    from onnes.screen.hull import build_references
+
+    curated = {}
+    for item in args.curated or []:
+        name, _, path = item.partition("=")
+        curated[name] = read_table(path)
+    refs = build_references(args.mp20, curated)
+    write_table(refs, args.out)
+    log.info("hull references: %s", refs.source.value_counts().to_dict())
+
+
+def _screen_finish(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from onnes.crystals import read_table, write_table
+    from onnes.io import write_json
+    from onnes.screen.funnel import finish
+    from onnes.screen.hull import ConvexHull, elemental_potentials, evaluate_stability
+
+    config = _load_config(args)
+    relaxed = pd.concat([pd.read_parquet(p) for p in args.relaxed], ignore_index=True)
+    hull = ConvexHull(pd.read_parquet(args.references), elemental_potentials(args.elements))
+    stability = evaluate_stability(relaxed, hull)
+    settings = {**config["screen"], "select": config["relax"]["select"]}
+    table, funnel = finish(read_table(args.matched), relaxed, stability, settings)
+    write_table(table, args.out)
+    write_json(args.funnel, funnel)
+    log.info("funnel: %s; stability: %s", funnel["steps"], funnel["stability"])
+
+
+def _screen_fingerprints(args: argparse.Namespace) -> None:
+    from onnes.crystals import read_table, write_table
+    from onnes.screen.metrics import fingerprints
+
+    config = _load_config(args)
+    table = read_table(args.table).head(config["screen"]["metrics"]["reference_structures"])
+    write_table(fingerprints(table, args.threads), args.out)
+
+
+def _screen_metrics(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from onnes.crystals import read_table
+    from onnes.io import write_json
+    from onnes.screen import metrics
+
+    settings = _load_config(args)["screen"]["metrics"]
+    screened, reference = read_table(args.screened), read_table(args.reference)
+    valid = screened[screened.valid].head(settings["max_structures"]).copy()
+    for column in ("frac_coords", "lattice"):  # generated geometry, not the relaxed one
+        if f"{column}_generated" in valid:
+            valid[column] = valid[f"{column}_generated"]
+    generated_fp = metrics.fingerprints(valid, args.threads)
+    result = {"valid_fingerprinted": len(valid)}
+    result.update(metrics.coverage(generated_fp, pd.read_parquet(args.reference_fingerprints),
+                                   settings["struct_cutoff"], settings["comp_cutoff"]))
+    result.update(metrics.property_distances(valid, reference))
+    if args.csp:
+        result.update(metrics.csp_match(read_table(args.csp), reference))
+    write_json(args.out, result)
+    log.info("metrics: %s", result)
+
+
+def _screen_summary(args: argparse.Namespace) -> None:
+    from onnes.io import atomic_path
+    from onnes.screen.summary import summarize
+
+    table = summarize(args.names, args.funnels, args.metrics)
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4g")
+    log.info("summary:\n%s", table.to_string(index=False))
+
+
 def _relax(args: argparse.Namespace) -> None:
+    from onnes.screen.funnel import select_for_relaxation
     from onnes.screen.relax import RelaxSettings, relax_file
 
     relax = dict(_load_config(args)["relax"])
     device = relax.pop("device")
-    result = relax_file(args.table, args.out, RelaxSettings(**relax), device=device)
+    step, cap, shards = relax.pop("select"), relax.pop("max_structures"), relax.pop("shards")
+    import torch
+
+    torch.set_num_threads(relax.pop("threads"))
+
+    def select(table):  # a screened table relaxes the rows past the configured step
+        return select_for_relaxation(table, step, cap) if step in table else table
+
+    result = relax_file(args.table, args.out, RelaxSettings(**relax), device=device, shard=args.shard,
+                        shards=shards, select=select)
     log.info("relaxation: %s", result.relax_status.value_counts().to_dict())
 
 
@@ -256,18 +372,74 @@ def build_parser() -> argparse.ArgumentParser:
     gather.add_argument("--out", type=Path, required=True)
     gather.add_argument("--summary", type=Path, required=True)
     gather.set_defaults(func=_sample_gather)
-    screen = stages.add_parser("screen", help="validity, uniqueness and novelty of generated structures")
-    screen.add_argument("--samples", type=Path, required=True, help="samples.parquet (crystal table)")
-    screen.add_argument("--reference", type=Path, required=True, help="training structures, for novelty")
-    screen.add_argument("--out", type=Path, required=True, help="screened.parquet")
-    screen.add_argument("--funnel", type=Path, required=True, help="funnel.json")
-    screen.add_argument("--threads", type=int, default=1)
-    _add_config_options(screen)
-    screen.set_defaults(func=_screen)
+    csp = sample_actions.add_parser("csp", help="structure prediction for test compositions (match-rate metric)")
+    csp.add_argument("--checkpoint", type=Path, required=True)
+    csp.add_argument("--reference", type=Path, required=True, help="test.parquet: compositions and ground truth")
+    csp.add_argument("--model", required=True)
+    csp.add_argument("--out", type=Path, required=True)
+    _add_config_options(csp)
+    csp.set_defaults(func=_sample_csp)
+
+    baseline = stages.add_parser("baseline", help="sample a baseline (pyxtal, substitution)")
+    baseline.add_argument("name", choices=["pyxtal", "substitution"])
+    baseline.add_argument("--reference", type=Path, required=True, help="training structures (compositions, parents)")
+    baseline.add_argument("--num-samples", type=int, required=True)
+    baseline.add_argument("--out", type=Path, required=True)
+    _add_config_options(baseline)
+    baseline.set_defaults(func=_baseline)
+
+    screen = stages.add_parser("screen", help="the screening funnel of generated structures")
+    screen_actions = screen.add_subparsers(dest="action", required=True)
+    match = screen_actions.add_parser("match", help="validity, uniqueness and novelty")
+    match.add_argument("--samples", type=Path, required=True, help="samples.parquet (crystal table)")
+    match.add_argument("--reference", type=Path, required=True, help="training structures, for novelty")
+    match.add_argument("--out", type=Path, required=True, help="matched.parquet")
+    match.add_argument("--funnel", type=Path, help="funnel.json of these first steps")
+    match.add_argument("--threads", type=int, default=1)
+    _add_config_options(match)
+    match.set_defaults(func=_screen_match)
+    refs = screen_actions.add_parser("hull-references", help="reference formation energies for the convex hull")
+    refs.add_argument("--mp20", type=Path, required=True, help="hull_refs/mp20_formation_energies.parquet")
+    refs.add_argument("--curated", nargs="*", help="NAME=curated.parquet with e_form_per_atom (mpts52, wbm)")
+    refs.add_argument("--out", type=Path, required=True)
+    refs.set_defaults(func=_screen_hull_references)
+    fin = screen_actions.add_parser("finish", help="hull stability of relaxed structures, S.U.N., full funnel")
+    fin.add_argument("--matched", type=Path, required=True)
+    fin.add_argument("--relaxed", type=Path, nargs="+", required=True, help="relaxation shards")
+    fin.add_argument("--references", type=Path, required=True, help="hull references (hull-references)")
+    fin.add_argument("--elements", type=Path, required=True, help="MP elemental reference entries (JSON)")
+    fin.add_argument("--out", type=Path, required=True, help="screened.parquet")
+    fin.add_argument("--funnel", type=Path, required=True)
+    _add_config_options(fin)
+    fin.set_defaults(func=_screen_finish)
+    fps = screen_actions.add_parser("fingerprints", help="CrystalNN and Magpie fingerprints of a reference table")
+    fps.add_argument("--table", type=Path, required=True)
+    fps.add_argument("--out", type=Path, required=True)
+    fps.add_argument("--threads", type=int, default=1)
+    _add_config_options(fps)
+    fps.set_defaults(func=_screen_fingerprints)
+    met = screen_actions.add_parser("metrics", help="coverage, Wasserstein distances, structure-prediction match")
+    met.add_argument("--screened", type=Path, required=True)
+    met.add_argument("--reference", type=Path, required=True, help="test.parquet")
+    met.add_argument("--reference-fingerprints", type=Path, required=True)
+    met.add_argument("--csp", type=Path, help="structure-prediction samples with target_id")
+    met.add_argument("--out", type=Path, required=True)
+    met.add_argument("--threads", type=int, default=1)
+    _add_config_options(met)
+    met.set_defaults(func=_screen_metrics)
+
+    summ = screen_actions.add_parser("summary", help="one table of funnel and metrics per model and baseline")
+    summ.add_argument("--names", nargs="+", required=True)
+    summ.add_argument("--funnels", type=Path, nargs="+", required=True)
+    summ.add_argument("--metrics", type=Path, nargs="+", required=True)
+    summ.add_argument("--out", type=Path, required=True, help="summary.csv")
+    summ.set_defaults(func=_screen_summary)
 
     relax = stages.add_parser("relax", help="batched CHGNet pre-relaxation of a crystal table (resumable)")
-    relax.add_argument("--table", type=Path, required=True, help="crystal table to relax")
+    relax.add_argument("--table", type=Path, required=True, help="crystal table; a screened one relaxes the "
+                       "rows past relax.select")
     relax.add_argument("--out", type=Path, required=True, help="relaxed.parquet (work files beside it)")
+    relax.add_argument("--shard", type=int, default=0, help="which of relax.shards blocks to relax")
     _add_config_options(relax)
     relax.set_defaults(func=_relax)
     return parser

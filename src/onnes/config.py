@@ -83,6 +83,13 @@ def check_semantics(config: dict[str, Any]) -> None:
     total = split["train"] + split["val"] + split["test"]
     if abs(total - 1.0) > 1e-6:
         raise ConfigError(f"config key 'data.split': train + val + test must be 1, got {total:g}")
+    for name in config["active_baselines"]:
+        dataset = config["baselines"][name]["dataset"]
+        if dataset not in data["datasets"]:
+            raise ConfigError(f"config key 'baselines.{name}.dataset': '{dataset}' is not in data.datasets")
+    for dataset in config["screen"]["hull_datasets"] or []:
+        if dataset not in data["datasets"]:
+            raise ConfigError(f"config key 'screen.hull_datasets': '{dataset}' is not in data.datasets")
 
 
 def load(path: str | Path | None = None, overrides: dict | None = None) -> dict[str, Any]:

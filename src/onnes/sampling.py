@@ -92,7 +92,23 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
     else:
         cells, num_atoms = None, draw_num_atoms(state["num_atoms_histogram"], count, rng)
     rows, started = [], time.perf_counter()
-    for start in tqdm(range(0, count, sample_cfg["batch_size"]), desc=f"sample {name}[{shard}]", mininterval=5):
+    for start, (types, frac, lattice, sizes) in _generate(model, num_atoms, cells, steps, gen, device, cond_value,
+                                                           f"sample {name}[{shard}]"):
+        rows += _rows(types, frac, lattice, sizes, vocabulary, name, shard, start)
+    seconds = time.perf_counter() - started
+    table = pd.DataFrame(rows)
+    write_table(table, out_path)
+    rate = count / max(seconds, 1e-9)
+    log.info("%s shard %d: %d structures in %.1f s (%.1f structures/s, %d steps, %s)", name, shard, count,
+             seconds, rate, steps, device)
+    return {"count": count, "seconds": seconds, "structures_per_s": rate, "steps": steps}
+
+
+def _generate(model, num_atoms: np.ndarray, cells: list[np.ndarray] | None, steps: int, gen, device,
+              cond_value: list[float] | None, label: str):
+    """Yield (start, (types, frac, lattice, sizes) as arrays) batch by batch."""
+    sample_cfg = model.settings["sample"]
+    for start in tqdm(range(0, len(num_atoms), sample_cfg["batch_size"]), desc=label, mininterval=5):
         stop = start + sample_cfg["batch_size"]
         sizes = torch.as_tensor(num_atoms[start:stop], device=device)
         cond = None
@@ -101,15 +117,38 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
         fixed = None if cells is None else torch.as_tensor(np.concatenate(cells[start:stop]), device=device)
         types, frac, lattice = model.sample(sizes, steps, gen, heun=sample_cfg["heun"], cond=cond,
                                             guidance=sample_cfg["guidance"], fixed_types=fixed)
-        rows += _rows(types.cpu().numpy(), frac.cpu().numpy(), lattice.cpu().numpy(), sizes.cpu().numpy(),
-                      vocabulary, name, shard, start)
-    seconds = time.perf_counter() - started
+        yield start, (types.cpu().numpy(), frac.cpu().numpy(), lattice.cpu().numpy(), sizes.cpu().numpy())
+
+
+def sample_csp(model_path: str | Path, reference: pd.DataFrame, count: int, out_path: str | Path, seed: int,
+               settings: dict | None = None) -> pd.DataFrame:
+    """Crystal structure prediction for the first ``count`` reference rows (in a seeded
+    order): one structure generated with each row's composition and atom count.
+    ``target_id`` names the row; compositions with elements the model never saw are
+    left out (logged)."""
+    device = _resolve_device((settings or {}).get("sample", {}).get("device", "auto"))
+    model, state = load_model(model_path, device, settings["sample"] if settings else None)
+    torch.set_num_threads(model.settings["sample"]["threads"])
+    vocabulary = Vocabulary(state["vocabulary"])
+    order = np.random.default_rng(derive_seed(seed, state["model_name"], "csp", 0)).permutation(len(reference))
+    targets, cells = [], []
+    for index in order[:count]:
+        row = reference.iloc[int(index)]
+        try:
+            cells.append(vocabulary.encode(np.asarray(row["species"])))
+            targets.append(row["id"])
+        except (KeyError, ValueError):
+            log.warning("structure prediction: %s has an element outside the model's vocabulary", row["id"])
+    gen = torch.Generator(device=device).manual_seed(derive_seed(seed, state["model_name"], "csp", 1))
+    num_atoms = np.array([len(c) for c in cells], dtype=np.int64)
+    rows = []
+    for start, arrays in _generate(model, num_atoms, cells, default_steps(model.settings), gen, device, None,
+                                   f"csp {state['model_name']}"):
+        rows += _rows(*arrays, vocabulary, f"{state['model_name']}-csp", 0, start)
     table = pd.DataFrame(rows)
+    table["target_id"] = targets[:len(table)]
     write_table(table, out_path)
-    rate = count / max(seconds, 1e-9)
-    log.info("%s shard %d: %d structures in %.1f s (%.1f structures/s, %d steps, %s)", name, shard, count,
-             seconds, rate, steps, device)
-    return {"count": count, "seconds": seconds, "structures_per_s": rate, "steps": steps}
+    return table
 
 
 def _rows(types, frac, lattice, sizes, vocabulary, name, shard, start):

@@ -1,5 +1,5 @@
-"""The screening funnel: validity -> uniqueness -> novelty (more steps join it:
-pre-relaxation, hull stability, Tc).
+"""The screening funnel: validity -> uniqueness -> novelty -> CHGNet relaxation ->
+stability on the convex hull (S.U.N.).
 
 Definitions follow the literature so rates compare with published tables:
 - valid: structurally (distances >= 0.5 A, volume >= 0.1 A^3) and compositionally (SMACT)
@@ -7,18 +7,25 @@ Definitions follow the literature so rates compare with published tables:
 - unique: not StructureMatcher-equivalent to an earlier valid generated structure;
 - novel: unique and matching no training structure (MatterGen, Zeni et al. 2025),
   StructureMatcher ltol 0.2, stol 0.3, angle_tol 5 by default.
+- relaxed: selected for CHGNet relaxation (``relax.select``, at most
+  ``relax.max_structures``) and relaxed (converged, or stopped at ``max_steps``);
+- S.U.N. (MatterGen): stable (e_above_hull <= ``stable_threshold``, 0.1 eV/atom by
+  default), unique and novel; the rate is over all generated structures. ``stable``
+  and ``stable_strict`` (<= 0) count every relaxed structure, novel or not.
 Every row is kept; ``drop_reason`` names the first step it failed, and ``funnel``
 counts each step in order, with rates over all generated structures.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from onnes.matching import Tolerances, find_duplicates, find_known, reduced_formulas
 from onnes.screen.validity import compositional_validity, structural_validity
 
-STEPS = ("generated", "valid", "unique", "novel")
+STEPS = ("generated", "valid", "unique", "novel", "relaxed", "sun")
+MATCH_STEPS = STEPS[:4]
 
 
 def screen(samples: pd.DataFrame, reference: pd.DataFrame, settings: dict, workers: int = 1
@@ -43,17 +50,76 @@ def screen(samples: pd.DataFrame, reference: pd.DataFrame, settings: dict, worke
     reasons[~table.valid_struct] = "invalid_structure"
     table["drop_reason"] = reasons
     table["duplicate_of"] = table.id.map(duplicates)
-    return table, funnel_counts(table)
+    return table, funnel_counts(table, MATCH_STEPS)
 
 
-def funnel_counts(table: pd.DataFrame) -> dict:
-    total = len(table)
-    counts = {
-        "generated": total,
-        "valid": int(table.valid.sum()),
-        "unique": int(table.unique.sum()),
-        "novel": int(table.novel.sum()),
+def select_for_relaxation(table: pd.DataFrame, select: str, max_structures: int | None) -> pd.DataFrame:
+    """The rows relaxation takes: those that passed step ``select`` (valid, unique or
+    novel), the first ``max_structures`` of them in table order."""
+    chosen = table[table[select].astype(bool)]
+    return chosen if max_structures is None else chosen.head(max_structures)
+
+
+def finish(matched: pd.DataFrame, relaxed: pd.DataFrame, stability: pd.DataFrame, settings: dict
+           ) -> tuple[pd.DataFrame, dict]:
+    """Join relaxation and hull results to the matched table; S.U.N. and the full funnel.
+
+    ``relaxed`` holds relaxation results (``id``, energies, status, relaxed structure);
+    ``stability`` holds hull results with the same index as ``relaxed``. Relaxed
+    geometries replace the generated ones; the generated ones stay as ``*_generated``.
+    """
+    table = matched.copy()
+    results = relaxed.join(stability).set_index("id")
+    geometry = ["frac_coords", "lattice"]
+    for column in geometry:
+        table[f"{column}_generated"] = table[column]
+    extra = [c for c in results.columns if c not in ("species", *geometry)]
+    table = table.join(results[extra], on="id")
+    has_geometry = table.id.isin(results.index[results.relax_status.isin(["converged", "max_steps"])])
+    for column in geometry:
+        relaxed_geometry = table.id.map(results[column]) if column in results else None
+        if relaxed_geometry is not None:
+            table.loc[has_geometry, column] = relaxed_geometry[has_geometry]
+    threshold = settings["stable_threshold"]
+    e_hull = table.get("e_above_hull", pd.Series(np.nan, index=table.index)).astype(float)
+    table["relaxed"] = has_geometry
+    table["stable"] = table.relaxed & (e_hull <= threshold)
+    table["stable_strict"] = table.relaxed & (e_hull <= 0.0)
+    table["sun"] = table.stable & table.unique & table.novel
+    reasons = table.drop_reason.copy()
+    tail = table.novel & reasons.isna()
+    reasons[tail & ~table.relaxed] = "not_relaxed"
+    reasons[tail & table.relaxed & ~table.stable] = "unstable"
+    table["drop_reason"] = reasons
+    funnel = funnel_counts(table, STEPS)
+    selected = int(table.id.isin(relaxed.id).sum())
+    funnel["relaxation"] = {
+        "select": settings["select"], "selected": selected,
+        "status": table.relax_status.dropna().value_counts().to_dict(),
+        "converged": int(table["relax_converged"].eq(True).sum()) if "relax_converged" in table else 0,
+        "hull_status": table.hull_status.dropna().value_counts().to_dict(),
     }
+    total = len(table)
+    relaxed_novel = table.relaxed & table.novel
+    stable_fraction = float(table.sun[relaxed_novel].mean()) if relaxed_novel.any() else 0.0
+    funnel["stability"] = {
+        "stable_threshold": threshold,
+        "stable": int(table.stable.sum()), "stable_strict": int(table.stable_strict.sum()),
+        "sun": int(table.sun.sum()), "sun_strict": int((table.sun & table.stable_strict).sum()),
+        "stable_rate": table.stable.sum() / total if total else 0.0,
+        "sun_rate": table.sun.sum() / total if total else 0.0,
+        "sun_strict_rate": (table.sun & table.stable_strict).sum() / total if total else 0.0,
+        # When relaxation took only a sample of the novel structures, this estimate
+        # scales the stable fraction of that sample by the novelty rate.
+        "sun_rate_estimated": funnel["rates"]["novel"] * stable_fraction,
+        "median_e_above_hull": float(e_hull[table.relaxed].median()) if table.relaxed.any() else None,
+    }
+    return table, funnel
+
+
+def funnel_counts(table: pd.DataFrame, steps=STEPS) -> dict:
+    total = len(table)
+    counts = {step: (total if step == "generated" else int(table[step].sum())) for step in steps}
     return {
         "steps": counts,
         "rates": {k: (v / total if total else 0.0) for k, v in counts.items()},

@@ -13,10 +13,13 @@ element it does not know, too many atoms, isolated atoms) is recorded with a rea
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,8 @@ from onnes.crystals import read_table, row_arrays, structure_columns, write_tabl
 
 log = logging.getLogger(__name__)
 CHGNET_MAX_Z = 94
+RESULT_COLUMNS = ["id", "relax_status", "relax_error", "energy_chgnet", "energy_chgnet_per_atom", "fmax",
+                  "relax_steps", "relax_converged", "species", "frac_coords", "lattice"]
 
 
 @dataclass(frozen=True)
@@ -136,12 +141,25 @@ def relax_batch(model, table: pd.DataFrame, settings: RelaxSettings) -> pd.DataF
             result["energy_chgnet_per_atom"] = result["energy_chgnet"] / len(structure)
         result["relax_converged"] = result["relax_status"] == "converged"
         rows.append(result)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def _reuse_parts(parts_dir: Path, table: pd.DataFrame, settings: RelaxSettings) -> None:
+    """Keep finished chunks only if they came from the same rows and settings."""
+    fingerprint = json.dumps({"ids": hashlib.sha256("\n".join(map(str, table.id)).encode()).hexdigest(),
+                              "settings": asdict(settings)}, sort_keys=True)
+    stamp = parts_dir / "fingerprint.json"
+    if parts_dir.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        log.info("relaxation settings or rows changed; discarding finished chunks in %s", parts_dir)
+        shutil.rmtree(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
 
 
 def relax_table(model, table: pd.DataFrame, out_dir: str | Path, settings: RelaxSettings) -> pd.DataFrame:
     """Relax ``table`` in resumable chunks under ``out_dir/parts``; return all results."""
     parts_dir = Path(out_dir) / "parts"
+    _reuse_parts(parts_dir, table, settings)
     parts = []
     for start in range(0, len(table), settings.chunk_size):
         path = parts_dir / f"{start // settings.chunk_size:05d}.parquet"
@@ -156,14 +174,25 @@ def relax_table(model, table: pd.DataFrame, out_dir: str | Path, settings: Relax
             log.info("relaxed %d structures in %.1f s (%.2f structures/s)", len(chunk), seconds,
                      len(chunk) / max(seconds, 1e-9))
         parts.append(pd.read_parquet(path))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RESULT_COLUMNS)
 
 
-def relax_file(table_path: str | Path, out_path: str | Path, settings: RelaxSettings, device: str = "cpu"
-               ) -> pd.DataFrame:
+def shard_rows(table: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
+    """Contiguous block ``shard`` of ``shards`` (sizes differ by at most one)."""
+    bounds = np.linspace(0, len(table), shards + 1).astype(int)
+    return table.iloc[bounds[shard]:bounds[shard + 1]]
+
+
+def relax_file(table_path: str | Path, out_path: str | Path, settings: RelaxSettings, device: str = "cpu",
+               shard: int = 0, shards: int = 1, select=None) -> pd.DataFrame:
+    """Relax shard ``shard`` of the rows of a crystal table that ``select`` keeps (a
+    function of the table, e.g. a funnel step); work files live beside ``out_path``."""
     table = read_table(table_path)
-    result = relax_table(load_chgnet(device), table, Path(out_path).parent / (Path(out_path).stem + "_work"),
-                         settings)
+    if select is not None:
+        table = select(table)
+    table = shard_rows(table, shard, shards)
+    model = load_chgnet(device) if len(table) else None
+    result = relax_table(model, table, Path(out_path).parent / (Path(out_path).stem + "_work"), settings)
     write_table(result, out_path)
     return result
 

@@ -1,0 +1,1 @@
+"""Baselines that run through the same funnel as the generative models."""

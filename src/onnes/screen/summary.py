@@ -1,0 +1,37 @@
+"""One comparison table of every model and baseline: funnel counts and rates,
+stability, and the literature metrics (the table published papers report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+METRIC_COLUMNS = ("cov_recall", "cov_precision", "wdist_density", "wdist_num_elements", "csp_match_rate",
+                  "csp_rmse")
+
+
+def summary_row(name: str, funnel: dict, metrics: dict) -> dict:
+    row: dict = {"source": name}
+    for step, count in funnel["steps"].items():
+        row[step] = count
+    for step, rate in funnel["rates"].items():
+        if step != "generated":
+            row[f"{step}_rate"] = rate
+    stability = funnel.get("stability", {})
+    for key in ("stable", "stable_strict", "stable_rate", "sun_rate", "sun_strict_rate", "sun_rate_estimated",
+                "median_e_above_hull"):
+        row[key] = stability.get(key)
+    for key in METRIC_COLUMNS:
+        row[key] = metrics.get(key)
+    return row
+
+
+def summarize(names: list[str], funnel_paths: list[str | Path], metric_paths: list[str | Path]) -> pd.DataFrame:
+    rows = []
+    for name, funnel_path, metric_path in zip(names, funnel_paths, metric_paths, strict=True):
+        funnel = json.loads(Path(funnel_path).read_text())
+        metrics = json.loads(Path(metric_path).read_text())
+        rows.append(summary_row(name, funnel, metrics))
+    return pd.DataFrame(rows)

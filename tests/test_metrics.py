@@ -1,0 +1,62 @@
+"""Generation metrics: coverage, Wasserstein distances and structure-prediction match
+rate behave as their definitions say on sets with known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import perovskite, rocksalt, silicon
+
+from onnes import crystals
+from onnes.screen import metrics
+
+pytest.importorskip("matminer")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return crystals.from_structures([rocksalt(), perovskite(), silicon()], ["nacl", "srtio3", "si"], "test")
+
+
+@pytest.fixture(scope="module")
+def reference_fp(reference):
+    return metrics.fingerprints(reference)
+
+
+def test_fingerprints_have_published_sizes(reference_fp):
+    assert len(reference_fp.struct_fp[0]) == 61 and len(reference_fp.comp_fp[0]) == 132
+    assert np.isfinite(np.concatenate(reference_fp.struct_fp)).all()
+
+
+def test_parallel_fingerprints_keep_row_order(reference, reference_fp):
+    parallel = metrics.fingerprints(reference, workers=2)
+    assert parallel.id.tolist() == reference_fp.id.tolist()
+    np.testing.assert_allclose(np.stack(parallel.struct_fp), np.stack(reference_fp.struct_fp))
+
+
+def test_coverage_of_the_reference_itself_is_complete(reference_fp):
+    result = metrics.coverage(reference_fp, reference_fp)
+    assert result["cov_recall"] == 1.0 and result["cov_precision"] == 1.0
+
+
+def test_coverage_recall_drops_when_structures_are_missing(reference_fp):
+    result = metrics.coverage(reference_fp.iloc[[0]], reference_fp)
+    assert result["cov_recall"] == pytest.approx(1 / 3)
+    assert result["cov_precision"] == 1.0
+
+
+def test_wasserstein_distances(reference):
+    same = metrics.property_distances(reference, reference)
+    assert same["wdist_density"] == pytest.approx(0.0) and same["wdist_num_elements"] == 0.0
+    expanded = crystals.from_structures([rocksalt(6.5)], ["big"], "test")
+    assert metrics.property_distances(expanded, reference.iloc[[0]])["wdist_density"] > 0.5
+
+
+def test_csp_match_rate_and_rmse(reference):
+    predicted = reference.copy()
+    predicted["target_id"] = predicted["id"]
+    stretched = np.reshape(predicted.lattice[2], (3, 3)).copy()
+    stretched[0] *= 1.6  # one axis 60 % longer: beyond ltol 0.3 (a uniform scale would match)
+    predicted.at[2, "lattice"] = stretched.reshape(-1).tolist()
+    result = metrics.csp_match(predicted, reference)
+    assert result["csp_match_rate"] == pytest.approx(2 / 3)
+    assert result["csp_rmse"] == pytest.approx(0.0, abs=1e-6)

@@ -1,0 +1,142 @@
+"""Convex hull and S.U.N.: a hand-made binary system with a known hull, flagged missing
+references, the MP2020 footing, and the funnel's later steps."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import perovskite, rocksalt
+from pymatgen.core import Composition
+
+from onnes import crystals
+from onnes.config import validate
+from onnes.screen.funnel import finish, select_for_relaxation
+from onnes.screen.hull import ConvexHull, build_references, element_counts, evaluate_stability
+
+# A-B toy system on real elements: Na and Cl at 0, NaCl at -2.0 eV/atom, NaCl3 at -0.5
+# (above the NaCl-Cl tie line, which is -1.0 at x_Cl = 3/4).
+POTENTIALS = {"Na": -1.3, "Cl": -1.8, "Sr": -1.7, "Ti": -7.9, "O": -4.9}
+
+
+def toy_hull() -> ConvexHull:
+    refs = pd.DataFrame({
+        "id": ["nacl", "nacl3"], "source": "test",
+        "composition": [json.dumps({"Na": 1, "Cl": 1}), json.dumps({"Na": 1, "Cl": 3})],
+        "e_form_per_atom": [-2.0, -0.5],
+    })
+    return ConvexHull(refs, POTENTIALS)
+
+
+def test_e_above_hull_of_known_points():
+    hull = toy_hull()
+    assert hull.e_above_hull(Composition("NaCl"), -2.0)[0] == pytest.approx(0.0)
+    e_hull, products = hull.e_above_hull(Composition("NaCl3"), -0.5)
+    assert e_hull == pytest.approx(0.5)
+    assert products == "Cl + NaCl"
+    assert hull.e_above_hull(Composition("NaCl"), -2.3)[0] == pytest.approx(-0.3)  # below the hull
+
+
+def test_hull_agrees_with_pymatgen_phase_diagram():
+    """The LP hull against pymatgen's Qhull construction on a random ternary system."""
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+
+    rng = np.random.default_rng(1)
+    compositions = [Composition({"Na": int(a), "Cl": int(b), "O": int(c)})
+                    for a, b, c in rng.integers(0, 4, size=(40, 3)) if a + b + c > 0]
+    energies = rng.uniform(-2.0, 0.5, len(compositions))
+    refs = pd.DataFrame({"id": [f"r{k}" for k in range(len(compositions))], "source": "t",
+                         "composition": [json.dumps({el.symbol: n for el, n in c.items()}) for c in compositions],
+                         "e_form_per_atom": energies})
+    hull = ConvexHull(refs, POTENTIALS)
+    entries = [PDEntry(Composition(el), 0.0) for el in ("Na", "Cl", "O")]
+    entries += [PDEntry(c, e * c.num_atoms) for c, e in zip(compositions, energies)]
+    diagram = PhaseDiagram(entries)
+    for formula in ("NaClO", "Na2O", "NaClO4", "Na3Cl", "ClO2"):
+        candidate = PDEntry(Composition(formula), -0.7 * Composition(formula).num_atoms)
+        expected = diagram.get_e_above_hull(candidate, allow_negative=True)
+        assert hull.e_above_hull(Composition(formula), -0.7)[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_formation_energy_uses_elemental_references():
+    hull = toy_hull()
+    # 2 Na + 2 Cl with total energy 2(-1.3) + 2(-1.8) - 4 * 2.0 -> -2.0 eV/atom
+    energy = 2 * -1.3 + 2 * -1.8 - 4 * 2.0
+    assert hull.formation_energy(Composition("Na2Cl2"), energy) == pytest.approx(-2.0)
+
+
+def test_missing_elemental_reference_is_flagged_not_invented():
+    table = crystals.from_structures([perovskite(), rocksalt()], ["srtio3", "nacl"], "test")
+    table["energy_chgnet"] = [-40.0, -8 * 3.55]
+    hull = ConvexHull(toy_hull_refs(), {k: v for k, v in POTENTIALS.items() if k != "Ti"})
+    result = evaluate_stability(table, hull)
+    assert result.hull_status.tolist() == ["missing_reference: Ti", "ok"]
+    assert np.isnan(result.e_above_hull[0]) and np.isfinite(result.e_above_hull[1])
+
+
+def toy_hull_refs():
+    return pd.DataFrame({"id": ["nacl"], "source": "t", "composition": [json.dumps({"Na": 1, "Cl": 1})],
+                         "e_form_per_atom": [-2.0]})
+
+
+def test_rows_without_energy_are_counted():
+    table = crystals.from_structures([rocksalt()], ["nacl"], "test")
+    table["energy_chgnet"] = [float("nan")]
+    assert evaluate_stability(table, toy_hull()).hull_status.tolist() == ["no_energy"]
+
+
+def test_reference_table_from_mirror(mirror):
+    refs = build_references(mirror / "hull_refs/mp20_formation_energies.parquet")
+    assert len(refs) > 30_000 and refs.id.is_unique
+    assert np.isfinite(refs.e_form_per_atom).all()
+    assert element_counts(["Na", "Cl", "Cl"]) == {"Na": 1, "Cl": 2}
+
+
+def test_mp20_dft_energies_reproduce_mp_e_above_hull(mirror):
+    """The hull implementation: MP's own DFT formation energies on our hull give MP's
+    e_above_hull (MP-20 rows come from the same references)."""
+    from onnes.screen.hull import elemental_potentials
+
+    mp20 = pd.read_parquet(mirror / "hull_refs/mp20_formation_energies.parquet").sample(200, random_state=0)
+    hull = ConvexHull(build_references(mirror / "hull_refs/mp20_formation_energies.parquet"),
+                      elemental_potentials(mirror / "hull_refs/mp_elemental_reference_entries_2023-02-07.json.gz"))
+    computed = [hull.e_above_hull(Composition(element_counts(s)), e)[0]
+                for s, e in zip(mp20.species_at_sites, mp20.formation_energy_per_atom)]
+    error = np.abs(np.array(computed) - mp20.e_above_hull.to_numpy())
+    assert error.mean() < 0.02 and (error <= 0.1).mean() > 0.95
+
+
+def matched_table():
+    table = crystals.from_structures([rocksalt(), rocksalt(5.7), perovskite(), rocksalt(6.0)],
+                                     ["a", "b", "c", "d"], "test")
+    table["valid_struct"] = [True, True, True, False]
+    table["valid"] = [True, True, True, False]
+    table["unique"] = [True, False, True, False]
+    table["novel"] = [True, False, True, False]
+    table["drop_reason"] = [None, "duplicate", None, "invalid_structure"]
+    table["valid_comp"] = table.valid
+    return table
+
+
+def test_select_for_relaxation_takes_the_step_and_cap():
+    table = matched_table()
+    assert select_for_relaxation(table, "unique", None).id.tolist() == ["a", "c"]
+    assert select_for_relaxation(table, "valid", 2).id.tolist() == ["a", "b"]
+
+
+def test_finish_counts_sun_over_all_generated():
+    table = matched_table()
+    relaxed = pd.DataFrame({"id": ["a", "c"], "relax_status": ["converged", "max_steps"],
+                            "relax_converged": [True, False], "energy_chgnet": [-1.0, -2.0],
+                            "species": [table.species[0], table.species[2]],
+                            "frac_coords": [table.frac_coords[0], table.frac_coords[2]],
+                            "lattice": [[5.5, 0, 0, 0, 5.5, 0, 0, 0, 5.5], table.lattice[2]]})
+    stability = pd.DataFrame({"e_above_hull": [0.05, 0.3], "hull_status": ["ok", "ok"]})
+    settings = {**validate({})["screen"], "select": "unique"}
+    screened, funnel = finish(table, relaxed, stability, settings)
+    assert funnel["steps"] == {"generated": 4, "valid": 3, "unique": 2, "novel": 2, "relaxed": 2, "sun": 1}
+    assert funnel["stability"]["sun_rate"] == pytest.approx(0.25)
+    assert funnel["stability"]["stable_strict"] == 0
+    row = screened.set_index("id")
+    assert row.drop_reason["c"] == "unstable" and row.drop_reason["a"] is None
+    assert row.lattice["a"][0] == 5.5 and row.lattice_generated["a"][0] == pytest.approx(5.64)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import perovskite, rocksalt
+from conftest import perovskite, rocksalt, silicon
 from pymatgen.core import Composition
 
 from onnes import crystals
@@ -140,3 +140,49 @@ def test_finish_counts_sun_over_all_generated():
     row = screened.set_index("id")
     assert row.drop_reason["c"] == "unstable" and row.drop_reason["a"] is None
     assert row.lattice["a"][0] == 5.5 and row.lattice_generated["a"][0] == pytest.approx(5.64)
+
+
+@pytest.mark.mirror
+def test_bad_rows_pass_through_the_whole_funnel_with_reasons(mirror, tmp_path):
+    """NaN coordinates, overlapping atoms, a 512-atom cell and an element CHGNet does not
+    know (Am) in one shard: every row is counted with a reason; nothing crashes."""
+    pytest.importorskip("chgnet")
+    from pymatgen.core import Lattice, Structure
+
+    from onnes.cli import main
+
+    good = [rocksalt(5.5), perovskite()]
+    americium = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.4), ["Am", "O"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    big = Structure.from_spacegroup("Fm-3m", Lattice.cubic(6.6), ["K", "Br"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    big.make_supercell([4, 4, 4])  # 512 atoms
+    table = crystals.from_structures([*good, americium, big, rocksalt(), rocksalt()],
+                                     ["nacl", "srtio3", "amo2", "big", "nan", "overlap"], "t")
+    table.at[4, "frac_coords"] = [float("nan")] * len(table.frac_coords[4])
+    frac = np.reshape(table.frac_coords[5], (-1, 3)).copy()
+    frac[1] = frac[0] + 0.01
+    table.at[5, "frac_coords"] = frac.reshape(-1).tolist()
+    reference = crystals.from_structures([silicon()], ["si"], "t")
+    crystals.write_table(table, tmp_path / "samples.parquet")
+    crystals.write_table(reference, tmp_path / "train.parquet")
+    settings = json.dumps({"seed": 0, "screen": validate({})["screen"],
+                           "relax": {**validate({})["relax"], "select": "valid", "max_steps": 20}})
+    run = ["--settings", settings]
+    assert main(["screen", "match", "--samples", str(tmp_path / "samples.parquet"), "--reference",
+                 str(tmp_path / "train.parquet"), "--out", str(tmp_path / "matched.parquet"), *run]) == 0
+    assert main(["relax", "--table", str(tmp_path / "matched.parquet"), "--out", str(tmp_path / "relax0.parquet"),
+                 *run]) == 0
+    assert main(["screen", "hull-references", "--mp20", str(mirror / "hull_refs/mp20_formation_energies.parquet"),
+                 "--out", str(tmp_path / "refs.parquet")]) == 0
+    assert main(["screen", "finish", "--matched", str(tmp_path / "matched.parquet"), "--relaxed",
+                 str(tmp_path / "relax0.parquet"), "--references", str(tmp_path / "refs.parquet"), "--elements",
+                 str(mirror / "hull_refs/mp_elemental_reference_entries_2023-02-07.json.gz"),
+                 "--out", str(tmp_path / "screened.parquet"), "--funnel", str(tmp_path / "funnel.json"), *run]) == 0
+    screened = crystals.read_table(tmp_path / "screened.parquet").set_index("id")
+    assert screened.drop_reason["nan"] == "invalid_structure"
+    assert screened.drop_reason["overlap"] == "invalid_structure"
+    assert screened.drop_reason["big"] == "relax_rejected" and "512 atoms" in screened.relax_error["big"]
+    assert screened.drop_reason["amo2"] == "relax_rejected" and "Z=95" in screened.relax_error["amo2"]
+    assert screened.relaxed["nacl"] and np.isfinite(screened.e_above_hull["nacl"])
+    funnel = json.loads((tmp_path / "funnel.json").read_text())
+    assert funnel["steps"]["generated"] == 6 and funnel["steps"]["relaxed"] == 2
+    assert sum(funnel["drop_reasons"].values()) + funnel["steps"]["sun"] == 6

@@ -88,8 +88,12 @@ def finish(matched: pd.DataFrame, relaxed: pd.DataFrame, stability: pd.DataFrame
     table["sun"] = table.stable & table.unique & table.novel
     reasons = table.drop_reason.copy()
     tail = table.novel & reasons.isna()
-    reasons[tail & ~table.relaxed] = "not_relaxed"
-    reasons[tail & table.relaxed & ~table.stable] = "unstable"
+    selected_rows = table.id.isin(relaxed.id)
+    reasons[tail & ~selected_rows] = "not_selected_for_relaxation"
+    reasons[tail & selected_rows & ~table.relaxed] = "relax_" + table.relax_status.fillna("missing").astype(str)
+    no_hull = table.relaxed & e_hull.isna()
+    reasons[tail & no_hull] = "no_hull_reference"
+    reasons[tail & table.relaxed & ~no_hull & ~table.stable] = "unstable"
     table["drop_reason"] = reasons
     funnel = funnel_counts(table, STEPS)
     selected = int(table.id.isin(relaxed.id).sum())

@@ -135,11 +135,13 @@ def sample_shards(wildcards):
     )
 
 
-def screen_settings(wildcards):
+def screen_settings(screen_keys=(), relax_keys=()):
+    """Shell-quoted JSON of the screening settings one rule uses, so that a changed
+    metric setting, say, does not rerun relaxations."""
     subset = {
         "seed": config["seed"],
-        "screen": config["screen"],
-        "relax": config["relax"],
+        "screen": {k: config["screen"][k] for k in screen_keys},
+        "relax": {k: config["relax"][k] for k in relax_keys},
     }
     return shlex.quote(json.dumps(subset, sort_keys=True))
 

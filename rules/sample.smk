@@ -62,7 +62,7 @@ rule sample_csp:
             json.dumps(
                 {
                     "seed": config["seed"],
-                    "screen": config["screen"],
+                    "screen": {"metrics": config["screen"]["metrics"]},
                     "models": {wildcards.model: config["models"][wildcards.model]},
                 },
                 sort_keys=True,

@@ -18,7 +18,7 @@ rule screen_match:
         mem_mb=8000,
         runtime=120,
     params:
-        settings=screen_settings,
+        settings=screen_settings(["min_distance", "min_volume", "matcher"]),
     shell:
         "onnes screen match --samples {input.samples:q} --reference {input.reference:q} --out {output:q}"
         " --threads {threads} --settings {params.settings} > {log:q} 2>&1"
@@ -39,7 +39,7 @@ rule relax_shard:
         mem_mb=16000,
         runtime=240,
     params:
-        settings=screen_settings,
+        settings=screen_settings(relax_keys=list(config["relax"])),
     shell:
         "onnes relax --table {input:q} --out {output:q} --shard {wildcards.shard}"
         " --settings {params.settings} > {log:q} 2>&1"
@@ -84,7 +84,7 @@ rule screen_finish:
         mem_mb=8000,
         runtime=60,
     params:
-        settings=screen_settings,
+        settings=screen_settings(["stable_threshold"], ["select"]),
     shell:
         "onnes screen finish --matched {input.matched:q} --relaxed {input.relaxed:q}"
         " --references {input.references:q} --elements {input.elements:q} --out {output.screened:q}"
@@ -102,7 +102,7 @@ rule reference_fingerprints:
         "../envs/analysis.yaml"
     threads: config["screen"]["threads"]
     params:
-        settings=screen_settings,
+        settings=screen_settings(["metrics"]),
     shell:
         "onnes screen fingerprints --table {input:q} --out {output:q} --threads {threads}"
         " --settings {params.settings} > {log:q} 2>&1"
@@ -126,7 +126,7 @@ rule screen_metrics:
         "../envs/analysis.yaml"
     threads: config["screen"]["threads"]
     params:
-        settings=screen_settings,
+        settings=screen_settings(["metrics"]),
         csp=lambda wildcards, input: f"--csp {input.csp}" if input.csp else "",
     shell:
         "onnes screen metrics --screened {input.screened:q} --reference {input.reference:q}"

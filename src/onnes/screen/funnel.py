@@ -86,9 +86,9 @@ def finish(matched: pd.DataFrame, relaxed: pd.DataFrame, stability: pd.DataFrame
     table["stable"] = table.relaxed & (e_hull <= threshold)
     table["stable_strict"] = table.relaxed & (e_hull <= 0.0)
     table["sun"] = table.stable & table.unique & table.novel
+    selected_rows = table.id.isin(relaxed.id)
     reasons = table.drop_reason.copy()
     tail = table.novel & reasons.isna()
-    selected_rows = table.id.isin(relaxed.id)
     reasons[tail & ~selected_rows] = "not_selected_for_relaxation"
     reasons[tail & selected_rows & ~table.relaxed] = "relax_" + table.relax_status.fillna("missing").astype(str)
     no_hull = table.relaxed & e_hull.isna()
@@ -96,7 +96,7 @@ def finish(matched: pd.DataFrame, relaxed: pd.DataFrame, stability: pd.DataFrame
     reasons[tail & table.relaxed & ~no_hull & ~table.stable] = "unstable"
     table["drop_reason"] = reasons
     funnel = funnel_counts(table, STEPS)
-    selected = int(table.id.isin(relaxed.id).sum())
+    selected = int(selected_rows.sum())
     funnel["relaxation"] = {
         "select": settings["select"], "selected": selected,
         "status": table.relax_status.dropna().value_counts().to_dict(),

@@ -26,6 +26,7 @@ include: "rules/train.smk"
 include: "rules/sample.smk"
 include: "rules/baselines.smk"
 include: "rules/screen.smk"
+include: "rules/tc.smk"
 
 
 rule all:

@@ -192,6 +192,76 @@ def csp_input(wildcards):
     return []
 
 
+def trained_weights(name):
+    """The model whose checkpoint ``name`` samples from (itself, or its weights_from)."""
+    return config["models"][name]["weights_from"] or name
+
+
+def model_checkpoint(wildcards):
+    return f"{RESULTS}/models/{trained_weights(wildcards.model)}/last.ckpt"
+
+
+def base_checkpoint(wildcards):
+    """The pretrained base of an adapter fine-tune, as a named input (or nothing)."""
+    base = config["models"][wildcards.model]["adapter"]["base"]
+    return {"base": f"{RESULTS}/models/{base}/last.ckpt"} if base else {}
+
+
+# -- superconductivity ----------------------------------------------------------------
+TC_DATASETS = [d for d in config["tc"]["predictor"]["datasets"] if d in DATASETS]
+TC_ENABLED = config["tc"]["enabled"] and bool(TC_DATASETS)
+
+
+def tc_predictor_inputs(wildcards):
+    names = {"supercon": "supercon", "3dsc": "structures"}
+    return {names[d]: f"{RESULTS}/data/{d}/curated.parquet" for d in TC_DATASETS}
+
+
+def steering_pairs():
+    """Each steered model (sample.target set) -> its unconditional counterpart: the same
+    weights sampled without a target if configured, else an adapter's pretrained base.
+    """
+    pairs = {}
+    for name in MODELS:
+        entry = config["models"][name]
+        if entry["sample"]["target"] is None:
+            continue
+        twins = [
+            other
+            for other in MODELS
+            if other != name
+            and trained_weights(other) == trained_weights(name)
+            and config["models"][other]["sample"]["target"] is None
+        ]
+        base = entry["adapter"]["base"]
+        if twins:
+            pairs[name] = twins[0]
+        elif base in MODELS:
+            pairs[name] = base
+    return pairs
+
+
+def tc_compare_inputs(wildcards):
+    inputs = {
+        name: f"{RESULTS}/tc/{name}/predicted.parquet" for name in CANDIDATE_SOURCES
+    }
+    reference = config["tc"]["steering"]["training_dataset"]
+    if reference in DATASETS:
+        inputs["training"] = f"{RESULTS}/data/{reference}/train.parquet"
+    return inputs
+
+
+def tc_targets():
+    if not TC_ENABLED:
+        return []
+    ranked = expand(f"{RESULTS}/tc/{{model}}/ranked.parquet", model=CANDIDATE_SOURCES)
+    return [
+        f"{RESULTS}/tc/predictor/metrics.json",
+        *ranked,
+        f"{RESULTS}/tc/steering.csv",
+    ]
+
+
 def model_targets():
     return expand(
         f"{RESULTS}/screen/{{model}}/{{name}}",
@@ -201,4 +271,4 @@ def model_targets():
 
 
 def campaign_targets():
-    return data_targets() + model_targets()
+    return data_targets() + model_targets() + tc_targets()

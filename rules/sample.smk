@@ -3,7 +3,7 @@
 
 rule sample_shard:
     input:
-        f"{RESULTS}/models/{{model}}/last.ckpt",
+        model_checkpoint,
     output:
         f"{RESULTS}/samples/{{model}}/shards/{{shard}}.parquet",
     log:
@@ -42,7 +42,7 @@ rule gather_samples:
 
 rule sample_csp:
     input:
-        checkpoint=f"{RESULTS}/models/{{model}}/last.ckpt",
+        checkpoint=model_checkpoint,
         reference=model_split("test"),
     output:
         f"{RESULTS}/samples/{{model}}/csp.parquet",

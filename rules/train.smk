@@ -3,6 +3,7 @@
 
 rule train_model:
     input:
+        unpack(base_checkpoint),
         train=model_split("train"),
         val=model_split("val"),
     output:
@@ -22,6 +23,9 @@ rule train_model:
         settings=model_settings,
         launcher=train_launcher,
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+        base=lambda wildcards, input: (
+            f"--base {shlex.quote(input.base)}" if "base" in input.keys() else ""
+        ),
     shell:
         "{params.launcher} onnes train --model {wildcards.model} --train {input.train:q} --val {input.val:q}"
-        " --out-dir {params.out_dir:q} --settings {params.settings} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} {params.base} --settings {params.settings} > {log:q} 2>&1"

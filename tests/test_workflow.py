@@ -81,6 +81,9 @@ def test_demo_data_stage_end_to_end(demo_run):
     assert "copied from mirror, sha256 ok" in log
 
 
+DEMO_MODELS = ["flow", "diffusion", "interpolant", "flow-tc-cfg", "flow-tc-uncond", "flow-tc-adapter"]
+
+
 @pytest.mark.mirror
 @pytest.mark.parametrize("model", ["flow", "diffusion", "interpolant"])
 def test_demo_trains_samples_and_screens_every_family(demo_run, model):
@@ -121,8 +124,38 @@ def test_demo_screens_both_baselines(demo_run, baseline):
     results = demo_run / "results/demo"
     check_screening(results, baseline)
     summary = pd.read_csv(results / "screen/summary.csv").set_index("source")
-    assert list(summary.index) == ["flow", "diffusion", "interpolant", "pyxtal", "substitution"]
-    assert summary.loc[["flow", "diffusion", "interpolant"], "csp_match_rate"].notna().all()
+    assert list(summary.index) == [*DEMO_MODELS, "pyxtal", "substitution"]
+    assert summary.loc[DEMO_MODELS, "csp_match_rate"].notna().all()
+
+
+@pytest.mark.mirror
+@pytest.mark.parametrize("model", ["flow-tc-cfg", "flow-tc-uncond", "flow-tc-adapter"])
+def test_demo_steered_models_sample_and_screen(demo_run, model):
+    results = demo_run / "results/demo"
+    samples = crystals.read_table(results / f"samples/{model}/samples.parquet")
+    assert len(samples) == 1000 and (samples.source == model).all()
+    check_screening(results, model)
+    if model == "flow-tc-uncond":  # samples the cfg model's weights; trains nothing
+        assert not (results / f"models/{model}").exists()
+
+
+@pytest.mark.mirror
+def test_demo_tc_stage_end_to_end(demo_run):
+    results = demo_run / "results/demo/tc"
+    metrics = json.loads((results / "predictor/metrics.json").read_text())
+    assert metrics["target"] == "tc_K" and metrics["shared_groups"] == 0
+    assert metrics["r2"] > 0.5 and metrics["mae"] > 0  # demo slice; full-data figures in the README
+    for source in [*DEMO_MODELS, "pyxtal", "substitution"]:
+        predicted = crystals.read_table(results / f"{source}/predicted.parquet")
+        valid = predicted.valid.astype(bool)
+        assert predicted.tc_pred_mean[valid].notna().all() and predicted.tc_pred_mean[~valid].isna().all()
+        ranked = crystals.read_table(results / f"{source}/ranked.parquet")
+        assert len(ranked) == int(predicted.sun.sum())
+        assert ranked.tc_acquisition.is_monotonic_decreasing and ranked.tc_rank.tolist() == list(range(1, len(ranked) + 1))
+    steering = pd.read_csv(results / "steering.csv").set_index("source")
+    assert steering.loc["flow-tc-cfg", "baseline"] == "flow-tc-uncond"
+    assert steering.loc["flow-tc-adapter", "baseline"] == "flow"
+    assert "training set (measured Tc)" in steering.index
 
 
 @pytest.mark.mirror

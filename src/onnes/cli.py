@@ -121,7 +121,7 @@ def _train(args: argparse.Namespace) -> None:
 
     config = _load_config(args)
     result = train(_model_settings(config, args.model), args.model, args.train, args.val, args.out_dir,
-                   config["seed"], max_steps=args.max_steps)
+                   config["seed"], max_steps=args.max_steps, base_checkpoint=args.base)
     log.info("%s: trained to step %d", args.model, result["step"])
 
 
@@ -130,7 +130,7 @@ def _sample(args: argparse.Namespace) -> None:
 
     config = _load_config(args)
     settings = _model_settings(config, args.model) if args.model else None
-    sample_shard(args.checkpoint, args.shard, args.out, config["seed"], settings)
+    sample_shard(args.checkpoint, args.shard, args.out, config["seed"], settings, name=args.model)
 
 
 def _sample_gather(args: argparse.Namespace) -> None:
@@ -147,8 +147,54 @@ def _sample_csp(args: argparse.Namespace) -> None:
 
     config = _load_config(args)
     table = sample_csp(args.checkpoint, read_table(args.reference), config["screen"]["metrics"]["csp_structures"],
-                       args.out, config["seed"], _model_settings(config, args.model))
+                       args.out, config["seed"], _model_settings(config, args.model), name=args.model)
     log.info("structure prediction: %d structures", len(table))
+
+
+# -- tc ---------------------------------------------------------------------------------
+
+
+def _tc_train(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from onnes.crystals import read_table
+    from onnes.tc.predictor import train_and_evaluate, training_table
+
+    config = _load_config(args)
+    supercon = pd.read_parquet(args.supercon) if args.supercon else None
+    structures = read_table(args.structures) if args.structures else None
+    metrics = train_and_evaluate(training_table(supercon, structures), config["tc"]["predictor"], config["seed"],
+                                 args.out_dir)
+    log.info("Tc predictor (held out, grouped by composition): R2 %.3f, MAE %.2f K on %d rows", metrics["r2"],
+             metrics["mae"], metrics["test_rows"])
+
+
+def _tc_rank(args: argparse.Namespace) -> None:
+    from onnes.crystals import read_table, write_table
+    from onnes.tc.predictor import TcPredictor
+    from onnes.tc.ranking import predict_candidates, rank
+
+    config = _load_config(args)
+    predicted = predict_candidates(read_table(args.screened), TcPredictor.load(args.predictor))
+    ranked = rank(predicted, config["tc"]["rank"])
+    write_table(predicted, args.predicted)
+    write_table(ranked, args.out)
+    log.info("%d candidates ranked (of %d screened)", len(ranked), len(predicted))
+
+
+def _tc_compare(args: argparse.Namespace) -> None:
+    from onnes.crystals import read_table
+    from onnes.io import atomic_path, write_json
+    from onnes.tc.steering import compare
+
+    config = _load_config(args)
+    tables = {name: read_table(path) for name, path in (item.split("=", 1) for item in args.predicted)}
+    pairs = dict(item.split("=", 1) for item in args.pairs or [])
+    training = read_table(args.training) if args.training else None
+    frame = compare(tables, training, config["tc"]["steering"]["thresholds"], pairs)
+    with atomic_path(args.out) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.4g")
+    write_json(args.out.with_suffix(".json"), frame.to_dict("records"))
 
 
 def _baseline(args: argparse.Namespace) -> None:
@@ -355,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val", type=Path, required=True, help="val.parquet")
     train.add_argument("--out-dir", type=Path, required=True)
     train.add_argument("--max-steps", type=int, help="stop early with resumable state (testing)")
+    train.add_argument("--base", type=Path, help="pretrained base checkpoint (adapter fine-tuning)")
     _add_config_options(train)
     train.set_defaults(func=_train)
 
@@ -434,6 +481,29 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--metrics", type=Path, nargs="+", required=True)
     summ.add_argument("--out", type=Path, required=True, help="summary.csv")
     summ.set_defaults(func=_screen_summary)
+
+    tc = stages.add_parser("tc", help="Tc predictor, candidate ranking, steering comparison")
+    tc_actions = tc.add_subparsers(dest="action", required=True)
+    tc_train = tc_actions.add_parser("train", help="fit and evaluate the Tc predictor (held out by composition)")
+    tc_train.add_argument("--supercon", type=Path, help="curated SuperCon table (formula, tc_K)")
+    tc_train.add_argument("--structures", type=Path, help="curated 3DSC crystal table with tc_K")
+    tc_train.add_argument("--out-dir", type=Path, required=True, help="model.json, domain.npz, metrics.json")
+    _add_config_options(tc_train)
+    tc_train.set_defaults(func=_tc_train)
+    tc_rank = tc_actions.add_parser("rank", help="predict Tc of screened candidates and rank them")
+    tc_rank.add_argument("--screened", type=Path, required=True)
+    tc_rank.add_argument("--predictor", type=Path, required=True, help="directory written by `onnes tc train`")
+    tc_rank.add_argument("--predicted", type=Path, required=True, help="every screened row with predictions")
+    tc_rank.add_argument("--out", type=Path, required=True, help="ranked.parquet")
+    _add_config_options(tc_rank)
+    tc_rank.set_defaults(func=_tc_rank)
+    tc_cmp = tc_actions.add_parser("compare", help="predicted-Tc distributions per source (steering table)")
+    tc_cmp.add_argument("--predicted", nargs="+", required=True, help="NAME=predicted.parquet")
+    tc_cmp.add_argument("--pairs", nargs="*", help="STEERED=UNCONDITIONAL source pairs for the gain columns")
+    tc_cmp.add_argument("--training", type=Path, help="training crystal table with measured tc_K")
+    tc_cmp.add_argument("--out", type=Path, required=True, help="steering.csv (+ steering.json)")
+    _add_config_options(tc_cmp)
+    tc_cmp.set_defaults(func=_tc_compare)
 
     relax = stages.add_parser("relax", help="batched CHGNet pre-relaxation of a crystal table (resumable)")
     relax.add_argument("--table", type=Path, required=True, help="crystal table; a screened one relaxes the "

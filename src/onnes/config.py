@@ -87,6 +87,24 @@ def check_semantics(config: dict[str, Any]) -> None:
         dataset = config["baselines"][name]["dataset"]
         if dataset not in data["datasets"]:
             raise ConfigError(f"config key 'baselines.{name}.dataset': '{dataset}' is not in data.datasets")
+    models = config["models"]
+    for name, entry in models.items():
+        for key, other in (("adapter.base", entry["adapter"]["base"]), ("weights_from", entry["weights_from"])):
+            if other is None:
+                continue
+            if other not in models or other == name:
+                raise ConfigError(f"config key 'models.{name}.{key}': '{other}' is not another model under 'models'")
+            if models[other]["weights_from"] is not None:
+                raise ConfigError(f"config key 'models.{name}.{key}': '{other}' has no weights of its own")
+        if entry["adapter"]["base"] and not entry["conditioning"]["columns"]:
+            raise ConfigError(f"config key 'models.{name}.adapter': adapters need conditioning.columns")
+        target = entry["sample"]["target"]
+        if target is not None and len(target) != len(entry["conditioning"]["columns"]):
+            raise ConfigError(f"config key 'models.{name}.sample.target': one value per conditioning column "
+                              f"({entry['conditioning']['columns']})")
+        for symbol in entry["sample"]["elements"] or []:
+            if not Element.is_valid_symbol(symbol):
+                raise ConfigError(f"config key 'models.{name}.sample.elements': unknown element symbol '{symbol}'")
     for dataset in config["screen"]["hull_datasets"] or []:
         if dataset not in data["datasets"]:
             raise ConfigError(f"config key 'screen.hull_datasets': '{dataset}' is not in data.datasets")

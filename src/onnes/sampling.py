@@ -69,23 +69,30 @@ def _resolve_device(name: str) -> torch.device:
 
 
 def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed: int, settings: dict | None = None,
-                 cond_value: list[float] | None = None) -> dict:
+                 cond_value: list[float] | None = None, name: str | None = None) -> dict:
     """Generate shard ``shard`` of the model's sample budget and write it to ``out_path``.
 
     ``settings`` (the model's current config entry) overrides the sampling settings
-    stored in the checkpoint, so sampling knobs change without retraining.
+    stored in the checkpoint, so sampling knobs change without retraining. ``name``
+    (default: the checkpoint's model) labels the rows and seeds the shard: a config
+    entry with ``weights_from`` samples another model's weights under its own name.
     """
     device = _resolve_device((settings or {}).get("sample", {}).get("device", "auto"))
     model, state = load_model(model_path, device, settings["sample"] if settings else None)
     sample_cfg = model.settings["sample"]
     torch.set_num_threads(sample_cfg["threads"])
-    name = state["model_name"]
+    name = name or state["model_name"]
     count = shard_sizes(sample_cfg["num_samples"], sample_cfg["shards"])[shard]
     shard_seed = derive_seed(seed, name, "sample", shard)
     rng = np.random.default_rng(shard_seed)
     gen = torch.Generator(device=device).manual_seed(shard_seed)
     steps = default_steps(model.settings)
     vocabulary = Vocabulary(state["vocabulary"])
+    allowed = allowed_type_mask(sample_cfg.get("elements"), vocabulary, device)
+    cond_value = sample_cfg.get("target") if cond_value is None else cond_value
+    if cond_value is not None and len(cond_value) != len(model.settings["conditioning"]["columns"]):
+        raise ValueError(f"sample.target has {len(cond_value)} values; the model is conditioned on "
+                         f"{model.settings['conditioning']['columns']}")
     if sample_cfg["composition"]:
         cells = composition_cells(sample_cfg["composition"], sample_cfg["formula_units"], count, rng, vocabulary)
         num_atoms = np.array([len(c) for c in cells])
@@ -93,7 +100,7 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
         cells, num_atoms = None, draw_num_atoms(state["num_atoms_histogram"], count, rng)
     rows, started = [], time.perf_counter()
     for start, (types, frac, lattice, sizes) in _generate(model, num_atoms, cells, steps, gen, device, cond_value,
-                                                           f"sample {name}[{shard}]"):
+                                                           f"sample {name}[{shard}]", allowed):
         rows += _rows(types, frac, lattice, sizes, vocabulary, name, shard, start)
     seconds = time.perf_counter() - started
     table = pd.DataFrame(rows)
@@ -104,8 +111,29 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
     return {"count": count, "seconds": seconds, "structures_per_s": rate, "steps": steps}
 
 
+def allowed_type_mask(symbols: list[str] | None, vocabulary: Vocabulary, device) -> torch.Tensor | None:
+    """(num_types,) bool mask of the elements sampling may use; None for all."""
+    if not symbols:
+        return None
+    from pymatgen.core import Element
+
+    unknown = [s for s in symbols if not Element.is_valid_symbol(s)]
+    if unknown:
+        raise ValueError(f"sample.elements: unknown element symbols {unknown}")
+    known = set(vocabulary.atomic_numbers.tolist())
+    usable = [Element(s).Z for s in symbols if Element(s).Z in known]
+    if len(usable) < len(symbols):
+        log.warning("sample.elements: %s never seen in training; left out",
+                    sorted(s for s in symbols if Element(s).Z not in known))
+    if not usable:
+        raise ValueError(f"sample.elements: none of {symbols} is in the model's vocabulary")
+    mask = torch.zeros(len(vocabulary), dtype=torch.bool, device=device)
+    mask[torch.as_tensor(vocabulary.encode(np.array(usable)), device=device)] = True
+    return mask
+
+
 def _generate(model, num_atoms: np.ndarray, cells: list[np.ndarray] | None, steps: int, gen, device,
-              cond_value: list[float] | None, label: str):
+              cond_value: list[float] | None, label: str, allowed: torch.Tensor | None = None):
     """Yield (start, (types, frac, lattice, sizes) as arrays) batch by batch."""
     sample_cfg = model.settings["sample"]
     for start in tqdm(range(0, len(num_atoms), sample_cfg["batch_size"]), desc=label, mininterval=5):
@@ -116,12 +144,13 @@ def _generate(model, num_atoms: np.ndarray, cells: list[np.ndarray] | None, step
             cond = torch.tensor(cond_value, dtype=torch.float32, device=device).expand(len(sizes), -1)
         fixed = None if cells is None else torch.as_tensor(np.concatenate(cells[start:stop]), device=device)
         types, frac, lattice = model.sample(sizes, steps, gen, heun=sample_cfg["heun"], cond=cond,
-                                            guidance=sample_cfg["guidance"], fixed_types=fixed)
+                                            guidance=sample_cfg["guidance"], fixed_types=fixed,
+                                            allowed_types=allowed)
         yield start, (types.cpu().numpy(), frac.cpu().numpy(), lattice.cpu().numpy(), sizes.cpu().numpy())
 
 
 def sample_csp(model_path: str | Path, reference: pd.DataFrame, count: int, out_path: str | Path, seed: int,
-               settings: dict | None = None) -> pd.DataFrame:
+               settings: dict | None = None, name: str | None = None) -> pd.DataFrame:
     """Crystal structure prediction for the first ``count`` reference rows (in a seeded
     order): one structure generated with each row's composition and atom count.
     ``target_id`` names the row; compositions with elements the model never saw are
@@ -130,7 +159,8 @@ def sample_csp(model_path: str | Path, reference: pd.DataFrame, count: int, out_
     model, state = load_model(model_path, device, settings["sample"] if settings else None)
     torch.set_num_threads(model.settings["sample"]["threads"])
     vocabulary = Vocabulary(state["vocabulary"])
-    order = np.random.default_rng(derive_seed(seed, state["model_name"], "csp", 0)).permutation(len(reference))
+    name = name or state["model_name"]
+    order = np.random.default_rng(derive_seed(seed, name, "csp", 0)).permutation(len(reference))
     targets, cells = [], []
     for index in order[:count]:
         row = reference.iloc[int(index)]
@@ -139,12 +169,12 @@ def sample_csp(model_path: str | Path, reference: pd.DataFrame, count: int, out_
             targets.append(row["id"])
         except (KeyError, ValueError):
             log.warning("structure prediction: %s has an element outside the model's vocabulary", row["id"])
-    gen = torch.Generator(device=device).manual_seed(derive_seed(seed, state["model_name"], "csp", 1))
+    gen = torch.Generator(device=device).manual_seed(derive_seed(seed, name, "csp", 1))
     num_atoms = np.array([len(c) for c in cells], dtype=np.int64)
     rows = []
     for start, arrays in _generate(model, num_atoms, cells, default_steps(model.settings), gen, device, None,
-                                   f"csp {state['model_name']}"):
-        rows += _rows(*arrays, vocabulary, f"{state['model_name']}-csp", 0, start)
+                                   f"csp {name}"):
+        rows += _rows(*arrays, vocabulary, f"{name}-csp", 0, start)
     table = pd.DataFrame(rows)
     table["target_id"] = targets[:len(table)]
     write_table(table, out_path)

@@ -33,6 +33,10 @@ class DenoiserSpec:
     time_dim: int = 64
     cond_dim: int = 0  # size of the property-conditioning vector (0: unconditional)
     heads: tuple[int, int, int] = (1, 1, 1)  # output slots for (lattice, frac, types)
+    # Property adapters (MatterGen, Zeni et al. 2025): the condition enters through one
+    # zero-initialised module per layer instead of the shared context, so a pretrained
+    # unconditional denoiser is unchanged until the adapters learn.
+    adapters: bool = False
 
 
 def sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -81,6 +85,10 @@ class Denoiser(nn.Module):
         if spec.cond_dim:
             self.cond_in = nn.Sequential(nn.Linear(spec.cond_dim, h), nn.SiLU(), nn.Linear(h, h))
             self.null_cond = nn.Parameter(torch.zeros(h))
+        if spec.adapters:
+            if not spec.cond_dim:
+                raise ValueError("adapters need a condition (conditioning.columns)")
+            self.adapters = nn.ModuleList(self._adapter(h) for _ in range(spec.layers))
         edge_dim = 6 * spec.fourier + self.LATTICE_FEATURES
         self.layers = nn.ModuleList(MessageLayer(h, edge_dim) for _ in range(spec.layers))
         self.out_norm = nn.LayerNorm(h)
@@ -88,6 +96,17 @@ class Denoiser(nn.Module):
         self.frac_out = nn.Linear(h, 3 * n_frac, bias=False)
         self.types_out = nn.Linear(h, spec.num_types * n_types)
         self.lattice_out = nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 6 * n_lat))
+
+    @staticmethod
+    def _adapter(h: int) -> nn.Sequential:
+        adapter = nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, h))
+        nn.init.zeros_(adapter[-1].weight)
+        nn.init.zeros_(adapter[-1].bias)
+        return adapter
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        """What an adapter fine-tune trains: the condition embedding and the adapters."""
+        return [*self.cond_in.parameters(), self.null_cond, *self.adapters.parameters()]
 
     def forward(
         self,
@@ -103,21 +122,25 @@ class Denoiser(nn.Module):
         src, dst = edges(num_atoms)
         lattice_feats = gram_features(lattice_params)
         context = self.time_in(sinusoidal(t, self.spec.time_dim)) + self.lattice_in(lattice_feats)
+        embedded = None
         if self.spec.cond_dim:
             null = self.null_cond.expand(len(t), -1)
             if cond is None:
-                context = context + null
+                embedded = null
             else:
                 embedded = self.cond_in(cond)
                 if drop_cond is not None:
                     embedded = torch.where(drop_cond.unsqueeze(-1), null, embedded)
+            if not self.spec.adapters:
                 context = context + embedded
         h = self.type_in(types_in) + context[crystal]
         d = frac[dst] - frac[src]
         d = d - torch.round(d)  # minimum image on the torus, in [-0.5, 0.5]
         edge_feats = torch.cat([fourier_features(d, self.spec.fourier), lattice_feats[crystal[src]]], dim=-1)
         per_atom_n = num_atoms[crystal]
-        for layer in self.layers:
+        for k, layer in enumerate(self.layers):
+            if self.spec.adapters:
+                h = h + self.adapters[k](embedded)[crystal]
             h = layer(h, src, dst, edge_feats, per_atom_n)
         h = self.out_norm(h)
         pooled = torch.zeros(len(num_atoms), h.shape[-1], device=h.device, dtype=h.dtype).index_add_(0, crystal, h)

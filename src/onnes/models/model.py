@@ -49,11 +49,29 @@ class GenerativeModel(nn.Module):
         self.processes = build_processes(settings, num_types)
         heads = tuple(self.processes[m].heads for m in MODALITIES)
         cond_columns = settings["conditioning"]["columns"]
-        spec = DenoiserSpec(num_types=num_types, heads=heads, cond_dim=len(cond_columns), **settings["denoiser"])
+        adapters = bool(settings.get("adapter", {}).get("base"))
+        spec = DenoiserSpec(num_types=num_types, heads=heads, cond_dim=len(cond_columns), adapters=adapters,
+                            **settings["denoiser"])
         self.denoiser = Denoiser(spec)
+        if cond_columns:  # the condition is standardised with the training set's statistics
+            self.register_buffer("cond_mean", torch.zeros(len(cond_columns)))
+            self.register_buffer("cond_std", torch.ones(len(cond_columns)))
         self.normalizer = normalizer or LatticeNormalizer()
         self.loss_weights = settings["train"]["loss_weights"]
         self.p_uncond = settings["conditioning"]["p_uncond"]
+
+    def set_condition_stats(self, values: torch.Tensor) -> None:
+        self.cond_mean.copy_(values.mean(0))
+        self.cond_std.copy_(values.std(0).nan_to_num(1.0).clamp_min(1e-6))
+
+    def freeze_base(self) -> int:
+        """Freeze everything but the adapters (adapter fine-tuning); returns the number
+        of parameters left trainable."""
+        self.requires_grad_(False)
+        trainable = self.denoiser.adapter_parameters()
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+        return sum(p.numel() for p in trainable)
 
     @property
     def masked_types(self) -> bool:
@@ -68,6 +86,8 @@ class GenerativeModel(nn.Module):
         return types if self.masked_types else F.one_hot(types, self.num_types).float()
 
     def _net(self, lattice_t, frac_t, types_t, t, num_atoms, crystal, cond=None, drop=None):
+        if cond is not None:
+            cond = (cond - self.cond_mean) / self.cond_std
         return self.denoiser(self._types_input(types_t), frac_t, lattice_t, t, num_atoms, crystal, cond, drop)
 
     def loss(self, batch: CrystalBatch, gen: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
@@ -100,9 +120,11 @@ class GenerativeModel(nn.Module):
         if cond is None or guidance == 1.0:
             return self._net(*state, t_vec, num_atoms, crystal, cond)
         # Classifier-free guidance (Ho & Salimans 2022): uncond + w (cond - uncond).
-        conditional = self._net(*state, t_vec, num_atoms, crystal, cond)
         drop_all = torch.ones(len(num_atoms), dtype=torch.bool, device=num_atoms.device)
         unconditional = self._net(*state, t_vec, num_atoms, crystal, cond, drop_all)
+        if guidance == 0.0:
+            return unconditional
+        conditional = self._net(*state, t_vec, num_atoms, crystal, cond)
         return tuple(u + guidance * (c - u) for c, u in zip(conditional, unconditional))
 
     @torch.no_grad()
@@ -115,11 +137,14 @@ class GenerativeModel(nn.Module):
         cond: torch.Tensor | None = None,
         guidance: float = 1.0,
         fixed_types: torch.Tensor | None = None,
+        allowed_types: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Integrate from the prior to data. Returns (types (N,), frac (N, 3), lattice (B, 3, 3)).
 
         ``fixed_types`` (N,) holds the composition fixed (crystal structure prediction):
-        the type modality is then clamped to it at every step.
+        the type modality is then clamped to it at every step. ``allowed_types``
+        (num_types,) bool restricts the elements: masked types draw only allowed
+        tokens; continuous types are read out by the best allowed channel.
         """
         device = num_atoms.device
         crystal = crystal_index(num_atoms)
@@ -140,6 +165,8 @@ class GenerativeModel(nn.Module):
             t = k * dt_value
             state = (lattice, frac, types)
             preds = self._predict(state, t, num_atoms, crystal, cond, guidance)
+            if allowed_types is not None and self.masked_types:
+                preds = (*preds[:2], preds[2].masked_fill(~allowed_types, float("-inf")))
             new_state = self._step(state, preds, t, dt_value, ctx, crystal, gen)
             if heun and deterministic and k < steps - 1:
                 # Heun's method: average the drift at both ends of the step.
@@ -158,6 +185,8 @@ class GenerativeModel(nn.Module):
         if self.masked_types:
             still_masked = types == procs["types"].mask
             types = torch.where(still_masked, last_types_pred.argmax(-1), types)
+        elif allowed_types is not None:
+            types = types.masked_fill(~allowed_types, float("-inf")).argmax(-1)
         else:
             types = types.argmax(-1)
         params = self.normalizer.decode(procs["lattice"].finalize(lattice))

@@ -109,17 +109,33 @@ def settings_fingerprint(settings: dict) -> str:
     return json.dumps(relevant, sort_keys=True)
 
 
-def prepare_data(settings: dict, train_path: str | Path, val_path: str | Path):
+def _within_vocabulary(dataset: CrystalDataset, vocabulary: Vocabulary, label: str) -> CrystalDataset:
+    known = set(vocabulary.atomic_numbers.tolist())
+    keep = [i for i, s in enumerate(dataset.species) if set(s.tolist()) <= known]
+    if len(keep) < len(dataset):
+        log.info("%s: %d of %d structures have elements outside the vocabulary; left out", label,
+                 len(dataset) - len(keep), len(dataset))
+    return CrystalDataset([dataset.species[i] for i in keep], [dataset.frac[i] for i in keep],
+                          dataset.lattice[keep], None if dataset.cond is None else dataset.cond[keep])
+
+
+def prepare_data(settings: dict, train_path: str | Path, val_path: str | Path,
+                 vocabulary: Vocabulary | None = None):
+    """Datasets, vocabulary, lattice normaliser and atom-count histogram. A given
+    ``vocabulary`` (a pretrained base's) is kept; structures outside it are left out."""
     cond = settings["conditioning"]["columns"]
     train_table, val_table = read_table(train_path), read_table(val_path)
     if cond:  # a conditional model trains on labelled structures only
         train_table, val_table = train_table.dropna(subset=cond), val_table.dropna(subset=cond)
     train = CrystalDataset.from_table(train_table, settings["max_atoms"], cond)
     val = CrystalDataset.from_table(val_table, settings["max_atoms"], cond)
-    vocabulary = Vocabulary(np.concatenate(train.species))
-    keep = [i for i, s in enumerate(val.species) if set(s.tolist()) <= set(vocabulary.atomic_numbers.tolist())]
-    val = CrystalDataset([val.species[i] for i in keep], [val.frac[i] for i in keep], val.lattice[keep],
-                         None if val.cond is None else val.cond[keep])
+    if vocabulary is None:
+        vocabulary = Vocabulary(np.concatenate(train.species))
+    else:
+        train = _within_vocabulary(train, vocabulary, "train")
+    val = _within_vocabulary(val, vocabulary, "val")
+    if len(train) == 0:
+        raise ValueError(f"{train_path}: no training structures left (max_atoms, labels, vocabulary)")
     num_atoms = torch.tensor([len(s) for s in train.species])
     normalizer = LatticeNormalizer.fit(params_from_matrix(torch.from_numpy(train.lattice).float(), num_atoms))
     counts = np.bincount(num_atoms.numpy())
@@ -173,11 +189,28 @@ def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
     return table.to_dict("records")
 
 
-def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, max_steps: int | None = None) -> dict:
+# Keys that define a network's architecture: an adapter fine-tune inherits them from its base.
+ARCHITECTURE_KEYS = ("family", "types", "processes", "interpolant", "denoiser")
+
+
+def adapter_settings(settings: dict, base_settings: dict) -> dict:
+    """The fine-tune's settings with the base model's architecture."""
+    if settings["family"] != base_settings["family"]:
+        raise ValueError(f"adapter.base is a {base_settings['family']} model; this model says family "
+                         f"{settings['family']}: they must agree")
+    if base_settings["conditioning"]["columns"]:
+        raise ValueError("adapter.base must be an unconditional model")
+    return {**settings, **{k: base_settings[k] for k in ARCHITECTURE_KEYS if k in base_settings}}
+
+
+def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, max_steps: int | None = None,
+          base_checkpoint: str | Path | None = None) -> dict:
     """Train model ``name``; resume from ``{out_dir}/resume/state.ckpt`` when present.
 
     ``max_steps`` stops early (after saving resumable state) without writing last.ckpt:
-    used by tests to interrupt a run deterministically.
+    used by tests to interrupt a run deterministically. With ``adapter.base`` set,
+    ``base_checkpoint`` is that pretrained model: its weights are loaded and frozen and
+    only the adapters and the condition embedding train.
     """
     tcfg = settings["train"]
     out = Path(out_dir)
@@ -186,10 +219,31 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
     model_seed = derive_seed(seed, name)
     torch.manual_seed(model_seed)
 
-    train_set, val_set, vocabulary, normalizer, histogram = prepare_data(settings, train_path, val_path)
-    model = GenerativeModel(settings, len(vocabulary), normalizer).to(runtime.device)
+    base = None
+    if settings.get("adapter", {}).get("base"):
+        if base_checkpoint is None:
+            raise ValueError(f"{name}: adapter.base is set; pass the base model's checkpoint")
+        base = checkpoint.load(base_checkpoint)
+        settings = adapter_settings(settings, base["settings"])
+    base_vocabulary = Vocabulary(base["vocabulary"]) if base else None
+    train_set, val_set, vocabulary, normalizer, histogram = prepare_data(settings, train_path, val_path,
+                                                                         base_vocabulary)
+    model = GenerativeModel(settings, len(vocabulary), normalizer)
+    if base is not None:
+        missing, unexpected = model.load_state_dict(base["state_dict"], strict=False)
+        if unexpected or any(not k.startswith(("denoiser.adapters", "denoiser.cond_in", "denoiser.null_cond",
+                                               "cond_")) for k in missing):
+            raise ValueError(f"{base_checkpoint}: does not fit {name}'s architecture "
+                             f"(missing {missing}, unexpected {unexpected})")
+        trainable = model.freeze_base()
+        log.info("%s: adapter fine-tune of %s; %d of %d parameters trainable", name, base["model_name"],
+                 trainable, count_parameters(model))
+    if settings["conditioning"]["columns"]:
+        model.set_condition_stats(torch.from_numpy(train_set.cond))
+    model = model.to(runtime.device)
     ema = EMA(model, tcfg["ema_decay"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tcfg["lr"],
+                                  weight_decay=tcfg["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tcfg["warmup_steps"], tcfg["steps"]))
     state_path, partial_metrics = out / "resume" / "state.ckpt", out / "resume" / "metrics.csv"
 
@@ -216,6 +270,7 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
     if runtime.world_size > 1:
         # The null-condition embedding is unused in batches where no condition is dropped.
         net = DistributedDataParallel(model, find_unused_parameters=bool(settings["conditioning"]["columns"]))
+        # (frozen base parameters of an adapter fine-tune are simply not synchronised)
     use_bf16 = tcfg["precision"] == "bf16" and runtime.device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
     order = BatchOrder(len(train_set), tcfg["batch_size"], model_seed)

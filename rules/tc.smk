@@ -1,0 +1,94 @@
+# Superconductivity: Tc predictor (held-out figures), Tc of every screened candidate,
+# the ranking that feeds DFT, and the steering comparison table.
+
+
+rule tc_predictor:
+    input:
+        unpack(tc_predictor_inputs),
+    output:
+        model=f"{RESULTS}/tc/predictor/model.json",
+        domain=f"{RESULTS}/tc/predictor/domain.npz",
+        metrics=f"{RESULTS}/tc/predictor/metrics.json",
+    log:
+        f"{RESULTS}/logs/tc/predictor.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: config["tc"]["predictor"]["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        inputs=lambda wildcards, input: " ".join(
+            f"--{name} {shlex.quote(path)}" for name, path in input.items()
+        ),
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
+        settings=lambda wildcards: shlex.quote(
+            json.dumps(
+                {
+                    "seed": config["seed"],
+                    "tc": {"predictor": config["tc"]["predictor"]},
+                },
+                sort_keys=True,
+            )
+        ),
+    shell:
+        "onnes tc train {params.inputs} --out-dir {params.out_dir:q} --settings {params.settings}"
+        " > {log:q} 2>&1"
+
+
+rule tc_rank:
+    input:
+        screened=f"{RESULTS}/screen/{{model}}/screened.parquet",
+        predictor=f"{RESULTS}/tc/predictor/model.json",
+        domain=f"{RESULTS}/tc/predictor/domain.npz",
+    output:
+        predicted=f"{RESULTS}/tc/{{model}}/predicted.parquet",
+        ranked=f"{RESULTS}/tc/{{model}}/ranked.parquet",
+    log:
+        f"{RESULTS}/logs/tc/{{model}}_rank.log",
+    conda:
+        "../envs/analysis.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        predictor_dir=lambda wildcards, input: os.path.dirname(input.predictor),
+        settings=lambda wildcards: shlex.quote(
+            json.dumps({"tc": {"rank": config["tc"]["rank"]}}, sort_keys=True)
+        ),
+    shell:
+        "onnes tc rank --screened {input.screened:q} --predictor {params.predictor_dir:q}"
+        " --predicted {output.predicted:q} --out {output.ranked:q} --settings {params.settings}"
+        " > {log:q} 2>&1"
+
+
+rule tc_compare:
+    input:
+        unpack(tc_compare_inputs),
+    output:
+        table=f"{RESULTS}/tc/steering.csv",
+        json=f"{RESULTS}/tc/steering.json",
+    log:
+        f"{RESULTS}/logs/tc/steering.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        predicted=lambda wildcards, input: " ".join(
+            shlex.quote(f"{name}={path}")
+            for name, path in input.items()
+            if name != "training"
+        ),
+        training=lambda wildcards, input: (
+            f"--training {shlex.quote(input.training)}"
+            if "training" in input.keys()
+            else ""
+        ),
+        pairs=lambda wildcards: " ".join(
+            shlex.quote(f"{a}={b}") for a, b in steering_pairs().items()
+        ),
+        settings=lambda wildcards: shlex.quote(
+            json.dumps({"tc": {"steering": config["tc"]["steering"]}}, sort_keys=True)
+        ),
+    shell:
+        "onnes tc compare --predicted {params.predicted} --pairs {params.pairs} {params.training}"
+        " --out {output.table:q} --settings {params.settings} > {log:q} 2>&1"

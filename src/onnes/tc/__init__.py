@@ -1,0 +1,1 @@
+"""Superconductivity: Tc predictor, steering comparison, candidate ranking."""

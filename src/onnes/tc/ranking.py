@@ -1,0 +1,51 @@
+"""Candidate ranking for the DFT stage: predicted Tc with uncertainty, subject to stability.
+
+Acquisition (upper confidence bound, Srinivas et al. 2010): a = mean + kappa * spread.
+kappa > 0 favours candidates the predictor is unsure about (exploration), kappa < 0
+the reliably high ones (exploitation). Only S.U.N. candidates (valid, unique, novel,
+relaxed, e_above_hull within the threshold) are ranked; every other row keeps its
+``drop_reason`` and a NaN rank.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from onnes.tc.predictor import TcPredictor
+
+
+def predict_candidates(screened: pd.DataFrame, predictor: TcPredictor) -> pd.DataFrame:
+    """The screened table with Tc predictions on its valid rows (relaxed geometry where
+    the row was relaxed: the funnel stores it in the crystal columns)."""
+    out = screened.copy()
+    valid = out["valid"].fillna(False).astype(bool).to_numpy()
+    predictions = predictor.predict(out[valid]) if valid.any() else None
+    for column in ("tc_pred_mean", "tc_pred_std", "tc_ood_score"):
+        out[column] = np.nan
+    out["tc_ood"] = pd.array([pd.NA] * len(out), dtype="boolean")
+    if predictions is not None:
+        for column in predictions.columns:
+            out.loc[valid, column] = predictions[column].to_numpy()
+    return out
+
+
+def eligible(table: pd.DataFrame, settings: dict) -> np.ndarray:
+    mask = table["sun"].fillna(False).astype(bool).to_numpy()
+    if settings["max_e_above_hull"] is not None:
+        mask &= (table["e_above_hull"] <= settings["max_e_above_hull"]).fillna(False).to_numpy()
+    if settings["exclude_ood"]:
+        mask &= ~table["tc_ood"].astype("boolean").fillna(True).to_numpy(dtype=bool)
+    return mask & table["tc_pred_mean"].notna().to_numpy()
+
+
+def rank(table: pd.DataFrame, settings: dict) -> pd.DataFrame:
+    """Eligible candidates, best first, with ``tc_acquisition`` and ``tc_rank`` (1 = best);
+    at most ``top_k`` rows when set."""
+    candidates = table[eligible(table, settings)].copy()
+    candidates["tc_acquisition"] = candidates.tc_pred_mean + settings["kappa"] * candidates.tc_pred_std
+    candidates = candidates.sort_values(["tc_acquisition", "id"], ascending=[False, True], kind="stable")
+    if settings["top_k"]:
+        candidates = candidates.head(settings["top_k"])
+    candidates["tc_rank"] = np.arange(1, len(candidates) + 1)
+    return candidates.reset_index(drop=True)

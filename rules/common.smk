@@ -86,13 +86,17 @@ wildcard_constraints:
     shard=r"\d+",
 
 
+def model_entries(name):
+    """A model's config entry plus the entries it refers to (weights_from, adapter.base)."""
+    entry = config["models"][name]
+    names = [name] + [n for n in (entry["weights_from"], entry["adapter"]["base"]) if n]
+    return {n: config["models"][n] for n in names}
+
+
 def model_settings(wildcards):
     """Shell-quoted JSON of the seed and this model's entry: a rule reruns only when
     these change."""
-    subset = {
-        "seed": config["seed"],
-        "models": {wildcards.model: config["models"][wildcards.model]},
-    }
+    subset = {"seed": config["seed"], "models": model_entries(wildcards.model)}
     return shlex.quote(json.dumps(subset, sort_keys=True))
 
 

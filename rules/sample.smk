@@ -63,7 +63,7 @@ rule sample_csp:
                 {
                     "seed": config["seed"],
                     "screen": {"metrics": config["screen"]["metrics"]},
-                    "models": {wildcards.model: config["models"][wildcards.model]},
+                    "models": model_entries(wildcards.model),
                 },
                 sort_keys=True,
             )

@@ -60,3 +60,15 @@ def test_csp_match_rate_and_rmse(reference):
     result = metrics.csp_match(predicted, reference)
     assert result["csp_match_rate"] == pytest.approx(2 / 3)
     assert result["csp_rmse"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_csp_match_counts_a_collapsed_cell_as_no_match_without_stalling(reference):
+    """A generated cell of volume ~1e-6 A^3 (seen from a demo model) once stalled Niggli
+    reduction for minutes; it is invalid, so it counts as no match at once."""
+    predicted = reference.copy()
+    predicted["target_id"] = predicted["id"]
+    flat = np.reshape(predicted.lattice[0], (3, 3)).copy()
+    flat[2] = flat[0] + flat[1] * 1e-7  # the third vector lies in the plane of the first two
+    predicted.at[0, "lattice"] = flat.reshape(-1).tolist()
+    result = metrics.csp_match(predicted, reference)
+    assert result["csp_match_rate"] == pytest.approx(2 / 3) and result["csp_count"] == 3

@@ -60,7 +60,13 @@ class GenerativeModel(nn.Module):
         self.loss_weights = settings["train"]["loss_weights"]
         self.p_uncond = settings["conditioning"]["p_uncond"]
 
+    def _transform_condition(self, values: torch.Tensor) -> torch.Tensor:
+        # log(1 + x) spreads a heavy-tailed property such as Tc (most 3DSC entries are
+        # below 1 K, a few near 100 K) over a range the embedding can resolve.
+        return torch.log1p(values.clamp_min(0)) if self.settings["conditioning"].get("log1p") else values
+
     def set_condition_stats(self, values: torch.Tensor) -> None:
+        values = self._transform_condition(values)
         self.cond_mean.copy_(values.mean(0))
         self.cond_std.copy_(values.std(0).nan_to_num(1.0).clamp_min(1e-6))
 
@@ -87,7 +93,7 @@ class GenerativeModel(nn.Module):
 
     def _net(self, lattice_t, frac_t, types_t, t, num_atoms, crystal, cond=None, drop=None):
         if cond is not None:
-            cond = (cond - self.cond_mean) / self.cond_std
+            cond = (self._transform_condition(cond) - self.cond_mean) / self.cond_std
         return self.denoiser(self._types_input(types_t), frac_t, lattice_t, t, num_atoms, crystal, cond, drop)
 
     def loss(self, batch: CrystalBatch, gen: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:

@@ -122,13 +122,19 @@ def property_distances(generated: pd.DataFrame, reference: pd.DataFrame) -> dict
 
 def csp_match(predicted: pd.DataFrame, reference: pd.DataFrame) -> dict:
     """DiffCSP match rate and RMSE: ``predicted.target_id`` names the reference row each
-    prediction was generated for; a prediction that fails to build counts as no match."""
+    prediction was generated for; a prediction that fails to build, or is structurally
+    invalid, counts as no match (a collapsed cell would stall Niggli reduction)."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from onnes.screen.validity import structural_validity
 
     matcher = StructureMatcher(**CSP_TOLERANCES)
     truth = reference.set_index("id")
+    valid = structural_validity(predicted).valid_struct.to_numpy()
     matched, rms = 0, []
-    for _, row in predicted.iterrows():
+    for (_, row), ok in zip(predicted.iterrows(), valid):
+        if not ok:
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -27,7 +27,7 @@ import pandas as pd
 
 from onnes.data.labels import composition_key
 from onnes.io import atomic_path, write_json
-from onnes.tc.features import feature_matrix, feature_names
+from onnes.tc.features import STRUCTURE_FEATURES, feature_matrix, feature_names
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class TcPredictor:
             data = lightgbm.Dataset(features[rows], y[rows], free_raw_data=True)
             boosters.append(lightgbm.train(params, data, num_boost_round=settings["trees"]))
             log.info("Tc predictor: member %d/%d trained", member + 1, settings["ensemble"])
-        width = features.shape[1] - 3  # the last three columns describe the structure
+        width = features.shape[1] - len(STRUCTURE_FEATURES)  # composition columns come first
         domain = DomainModel.fit(features[:, :width], settings["ood_neighbours"])
         return cls(boosters, feature_names(), settings["target"], domain, width)
 
@@ -193,7 +193,7 @@ def train_and_evaluate(table: pd.DataFrame, settings: dict, seed: int, out_dir: 
     ``metrics.json``. Headline ``r2``/``mae`` are on Tc in K (``target`` says so);
     log(1+Tc) figures are given beside them."""
     features = feature_matrix(table)
-    usable = np.isfinite(features[:, :-3]).all(1)
+    usable = np.isfinite(features[:, : -len(STRUCTURE_FEATURES)]).all(1)
     if (~usable).any():
         log.warning("Tc predictor: %d rows without composition features left out", int((~usable).sum()))
     table, features = table[usable].reset_index(drop=True), features[usable]

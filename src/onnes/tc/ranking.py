@@ -20,13 +20,10 @@ def predict_candidates(screened: pd.DataFrame, predictor: TcPredictor) -> pd.Dat
     the row was relaxed: the funnel stores it in the crystal columns)."""
     out = screened.copy()
     valid = out["valid"].fillna(False).astype(bool).to_numpy()
-    predictions = predictor.predict(out[valid]) if valid.any() else None
-    for column in ("tc_pred_mean", "tc_pred_std", "tc_ood_score"):
-        out[column] = np.nan
-    out["tc_ood"] = pd.array([pd.NA] * len(out), dtype="boolean")
-    if predictions is not None:
-        for column in predictions.columns:
-            out.loc[valid, column] = predictions[column].to_numpy()
+    # Invalid rows get no prediction: NaN, and <NA> for the out-of-domain flag.
+    predictions = predictor.predict(out[valid]).reindex(out.index)
+    for column in predictions.columns:
+        out[column] = predictions[column]
     return out
 
 

@@ -27,6 +27,7 @@ include: "rules/sample.smk"
 include: "rules/baselines.smk"
 include: "rules/screen.smk"
 include: "rules/tc.smk"
+include: "rules/dft.smk"
 
 
 rule all:

@@ -84,6 +84,7 @@ def _alternatives(names):
 wildcard_constraints:
     model=_alternatives(list(config["models"]) + BASELINES),
     shard=r"\d+",
+    slot=r"\d+",
 
 
 def model_entries(name):
@@ -266,6 +267,39 @@ def tc_targets():
     ]
 
 
+# -- DFT ------------------------------------------------------------------------------
+DFT_ENABLED = TC_ENABLED and config["dft"]["enabled"] and config["dft"]["top_k"] > 0
+
+
+def dft_settings(wildcards):
+    return shlex.quote(json.dumps({"dft": config["dft"]}, sort_keys=True))
+
+
+def _cp2k_data_input():
+    if config["dft"]["code"] == "cp2k":
+        return {"cp2k_data": f"{CACHE}/cp2k_pmg"}
+    return {}
+
+
+def dft_select_inputs(wildcards):
+    ranked = {name: f"{RESULTS}/tc/{name}/ranked.parquet" for name in CANDIDATE_SOURCES}
+    return {**ranked, **_cp2k_data_input()}
+
+
+def dft_run_inputs(wildcards):
+    return {"candidates": f"{RESULTS}/dft/candidates.parquet", **_cp2k_data_input()}
+
+
+def dft_results(wildcards):
+    return expand(
+        f"{RESULTS}/dft/slots/{{slot}}.json", slot=range(config["dft"]["top_k"])
+    )
+
+
+def dft_targets():
+    return [f"{RESULTS}/dft/dft.parquet"] if DFT_ENABLED else []
+
+
 def model_targets():
     return expand(
         f"{RESULTS}/screen/{{model}}/{{name}}",
@@ -275,4 +309,4 @@ def model_targets():
 
 
 def campaign_targets():
-    return data_targets() + model_targets() + tc_targets()
+    return data_targets() + model_targets() + tc_targets() + dft_targets()

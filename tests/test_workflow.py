@@ -159,6 +159,22 @@ def test_demo_tc_stage_end_to_end(demo_run):
 
 
 @pytest.mark.mirror
+def test_demo_dft_stage_end_to_end(demo_run):
+    """CP2K single points on the demo's top 2 runnable candidates, through atomate2 and
+    jobflow, gathered with every candidate passed over on the way."""
+    table = crystals.read_table(demo_run / "results/demo/dft/dft.parquet")
+    selected = table[table.dft_slot >= 0]
+    assert selected.dft_slot.tolist() == [0, 1]
+    assert set(table.dft_status) <= {"success", "failed", "unconverged", "skipped"}
+    assert (table[table.dft_slot < 0].dft_error.str.len() > 0).all()
+    done = selected[selected.dft_status == "success"]
+    assert len(done) >= 1 and done.dft_energy.notna().all() and (done.dft_code == "cp2k").all()
+    for _, row in done.iterrows():
+        store = demo_run / f"results/demo/dft/{row.source}/{row.id}/store/docs.json"
+        assert any(d.get("output", {}).get("state") == "successful" for d in json.loads(store.read_text()))
+
+
+@pytest.mark.mirror
 def test_demo_rerun_has_nothing_to_do(demo_run, mirror):
     result = snakemake("-n", "-d", str(demo_run), "--configfile", str(REPO / "config/demo.yaml"),
                        "--config", f"data_mirror={mirror}")

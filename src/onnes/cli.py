@@ -34,6 +34,69 @@ def _load_config(args: argparse.Namespace) -> dict:
     return cfg.load(getattr(args, "config", None))
 
 
+# -- dft ----------------------------------------------------------------------------
+
+
+def _dft_cp2k_data(args: argparse.Namespace) -> None:
+    from onnes.dft.cp2k import prepare_data_dir
+
+    print(prepare_data_dir(args.source, args.out))
+
+
+def _dft_select(args: argparse.Namespace) -> None:
+    from onnes.crystals import read_table, write_table
+    from onnes.dft.selection import select_candidates
+    from onnes.dft.settings import DftSettings
+
+    settings = DftSettings.from_config(_load_config(args))
+    ranked = {name: read_table(path) for name, path in (item.split("=", 1) for item in args.ranked)}
+    picked = select_candidates(ranked, settings, args.cp2k_data)
+    write_table(picked, args.out)
+    log.info("%d candidates for DFT, %d passed over", (picked.dft_slot >= 0).sum(), (picked.dft_slot < 0).sum())
+
+
+def _dft_run(args: argparse.Namespace) -> None:
+    import os
+
+    from onnes.crystals import read_table
+    from onnes.dft.runner import run_candidate
+    from onnes.dft.settings import DftSettings
+    from onnes.io import write_json
+
+    config = _load_config(args)
+    settings = DftSettings.from_config(config)
+    os.environ["OMP_NUM_THREADS"] = str(config["dft"]["resources"]["threads"])
+    candidates = read_table(args.candidates)
+    chosen = candidates[candidates.dft_slot == args.slot]
+    if chosen.empty:
+        record = {"dft_slot": args.slot, "dft_status": "no_candidate"}
+    else:
+        row = chosen.iloc[0]
+        # DESIGN layout: results/{campaign}/dft/{source}/{candidate_id}/
+        work_dir = args.work_root / str(row["source"]) / str(row["id"])
+        record = run_candidate(row, settings, work_dir, args.cp2k_data)
+        record["dft_slot"] = args.slot
+    write_json(args.out, record)
+    log.info("slot %d: %s %s", args.slot, record.get("id", "-"), record["dft_status"])
+
+
+def _dft_gather(args: argparse.Namespace) -> None:
+    from onnes.crystals import read_table, write_table
+    from onnes.dft.results import gather
+    from onnes.io import read_json
+
+    hull = None
+    if args.references and args.elements:
+        import pandas as pd
+
+        from onnes.screen.hull import ConvexHull, elemental_potentials
+
+        hull = ConvexHull(pd.read_parquet(args.references), elemental_potentials(args.elements))
+    table = gather(read_table(args.candidates), [read_json(p) for p in args.results], hull)
+    write_table(table, args.out)
+    log.info("dft: %s", table.dft_status.value_counts().to_dict())
+
+
 # -- data ---------------------------------------------------------------------------
 
 
@@ -504,6 +567,35 @@ def build_parser() -> argparse.ArgumentParser:
     tc_cmp.add_argument("--out", type=Path, required=True, help="steering.csv (+ steering.json)")
     _add_config_options(tc_cmp)
     tc_cmp.set_defaults(func=_tc_compare)
+
+    dft = stages.add_parser("dft", help="DFT verification of top-ranked candidates (atomate2 + jobflow)")
+    dft_actions = dft.add_subparsers(dest="action", required=True)
+    dft_data = dft_actions.add_parser("cp2k-data", help="pymatgen's per-element CP2K basis/potential directory")
+    dft_data.add_argument("--source", type=Path, default=Path("/usr/share/cp2k"), help="CP2K data files")
+    dft_data.add_argument("--out", type=Path, required=True)
+    dft_data.set_defaults(func=_dft_cp2k_data)
+    dft_select = dft_actions.add_parser("select", help="pool ranked candidates; give the best top_k a slot")
+    dft_select.add_argument("--ranked", nargs="+", required=True, help="NAME=ranked.parquet")
+    dft_select.add_argument("--cp2k-data", type=Path, help="directory from `onnes dft cp2k-data` (code cp2k)")
+    dft_select.add_argument("--out", type=Path, required=True, help="candidates.parquet")
+    _add_config_options(dft_select)
+    dft_select.set_defaults(func=_dft_select)
+    dft_run = dft_actions.add_parser("run", help="run one slot's flow with jobflow (retries, errors recorded)")
+    dft_run.add_argument("--candidates", type=Path, required=True)
+    dft_run.add_argument("--slot", type=int, required=True)
+    dft_run.add_argument("--cp2k-data", type=Path)
+    dft_run.add_argument("--work-root", type=Path, required=True,
+                         help="the campaign's dft/ directory; calculations and JSON store go to SOURCE/ID/ below it")
+    dft_run.add_argument("--out", type=Path, required=True, help="the slot's record (JSON)")
+    _add_config_options(dft_run)
+    dft_run.set_defaults(func=_dft_run)
+    dft_gather = dft_actions.add_parser("gather", help="dft.parquet from the slots' results")
+    dft_gather.add_argument("--candidates", type=Path, required=True)
+    dft_gather.add_argument("--results", type=Path, nargs="*", default=[])
+    dft_gather.add_argument("--references", type=Path, help="hull references (VASP rows on the MP hull)")
+    dft_gather.add_argument("--elements", type=Path, help="MP elemental reference entries")
+    dft_gather.add_argument("--out", type=Path, required=True, help="dft.parquet")
+    dft_gather.set_defaults(func=_dft_gather)
 
     relax = stages.add_parser("relax", help="batched CHGNet pre-relaxation of a crystal table (resumable)")
     relax.add_argument("--table", type=Path, required=True, help="crystal table; a screened one relaxes the "

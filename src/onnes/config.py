@@ -108,6 +108,12 @@ def check_semantics(config: dict[str, Any]) -> None:
     for dataset in config["screen"]["hull_datasets"] or []:
         if dataset not in data["datasets"]:
             raise ConfigError(f"config key 'screen.hull_datasets': '{dataset}' is not in data.datasets")
+    for symbol in config["dft"]["exclude_elements"]:
+        if not Element.is_valid_symbol(symbol):
+            raise ConfigError(f"config key 'dft.exclude_elements': unknown element symbol '{symbol}'")
+    store = config["dft"]["store"]
+    if store["type"] == "mongo" and not store["uri"]:
+        raise ConfigError("config key 'dft.store.uri': a mongo store needs a mongodb:// URI")
 
 
 def load(path: str | Path | None = None, overrides: dict | None = None) -> dict[str, Any]:

@@ -1,0 +1,90 @@
+# DFT verification: the best top_k ranked candidates over all sources, one job per slot
+# (atomate2 flows run by jobflow inside the job; calculations under dft/{source}/{id}/),
+# gathered into dft.parquet. Slots, not candidate ids, name the jobs, so the DAG is known
+# before the ranking exists (no checkpoint); a slot without a candidate records that.
+
+
+rule dft_cp2k_data:
+    output:
+        directory(f"{CACHE}/cp2k_pmg"),
+    log:
+        f"{RESULTS}/logs/dft/cp2k_data.log",
+    conda:
+        "../envs/dft.yaml"
+    params:
+        source=config["dft"]["cp2k"]["data_source"],
+    shell:
+        "onnes dft cp2k-data --source {params.source:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule dft_select:
+    input:
+        unpack(dft_select_inputs),
+    output:
+        f"{RESULTS}/dft/candidates.parquet",
+    log:
+        f"{RESULTS}/logs/dft/select.log",
+    conda:
+        "../envs/dft.yaml"
+    params:
+        ranked=lambda wildcards, input: " ".join(
+            shlex.quote(f"{name}={path}")
+            for name, path in input.items()
+            if name != "cp2k_data"
+        ),
+        cp2k_data=lambda wildcards, input: (
+            f"--cp2k-data {shlex.quote(input.cp2k_data)}"
+            if "cp2k_data" in input.keys()
+            else ""
+        ),
+        settings=dft_settings,
+    shell:
+        "onnes dft select --ranked {params.ranked} {params.cp2k_data} --out {output:q}"
+        " --settings {params.settings} > {log:q} 2>&1"
+
+
+rule dft_run:
+    input:
+        unpack(dft_run_inputs),
+    output:
+        f"{RESULTS}/dft/slots/{{slot}}.json",
+    log:
+        f"{RESULTS}/logs/dft/run_{{slot}}.log",
+    conda:
+        "../envs/dft.yaml"
+    threads: config["dft"]["resources"]["threads"]
+    resources:
+        nodes=config["dft"]["resources"]["nodes"],
+        tasks=config["dft"]["resources"]["tasks"],
+        cpus_per_task=config["dft"]["resources"]["threads"],
+        mem_mb=config["dft"]["resources"]["mem_mb"],
+        runtime=config["dft"]["resources"]["runtime"],
+    params:
+        work_root=f"{RESULTS}/dft",
+        cp2k_data=lambda wildcards, input: (
+            f"--cp2k-data {shlex.quote(input.cp2k_data)}"
+            if "cp2k_data" in input.keys()
+            else ""
+        ),
+        settings=dft_settings,
+    shell:
+        "onnes dft run --candidates {input.candidates:q} --slot {wildcards.slot} {params.cp2k_data}"
+        " --work-root {params.work_root:q} --out {output:q} --settings {params.settings} > {log:q} 2>&1"
+
+
+rule dft_gather:
+    input:
+        candidates=f"{RESULTS}/dft/candidates.parquet",
+        results=dft_results,
+        references=f"{RESULTS}/screen/hull_references.parquet",
+        elements=f"{CACHE}/{AUXILIARY_FILES[1]}",
+    output:
+        f"{RESULTS}/dft/dft.parquet",
+    log:
+        f"{RESULTS}/logs/dft/gather.log",
+    conda:
+        "../envs/dft.yaml"
+    shell:
+        "onnes dft gather --candidates {input.candidates:q} --results {input.results:q}"
+        " --references {input.references:q} --elements {input.elements:q} --out {output:q}"
+        " > {log:q} 2>&1"

@@ -213,3 +213,16 @@ def test_stored_vasp_outputs_land_on_the_mp_hull(mirror, tmp_path):
 def test_a_mongo_store_needs_a_uri():
     with pytest.raises(cfg.ConfigError, match="dft.store.uri"):
         cfg.load(None, {"dft": {"store": {"type": "mongo"}}})
+
+
+def test_cp2k_relax_flow_relaxes_then_runs_a_static_on_the_result(cp2k_data):
+    from onnes.dft.cp2k import make_flow
+
+    relax_settings = settings(calculation="relax", cp2k=dict(FAST_CP2K, max_relax_steps=7))
+    flow = make_flow(diamond_si(), relax_settings, cp2k_data)
+    relax, static = flow.jobs
+    assert (relax.name, static.name) == ("relax", "static")
+    assert static.function_args[0].uuid == relax.uuid  # the static takes the relaxed structure
+    deck = str(relax.function.__self__.input_set_generator.get_input_set(diamond_si()).cp2k_input)
+    assert "RUN_TYPE GEO_OPT" in deck and "MAX_ITER 7" in deck and "CUTOFF 200" in deck
+    assert static.function.__self__.run_cp2k_kwargs["max_errors"] == 3

@@ -226,3 +226,22 @@ def test_cp2k_relax_flow_relaxes_then_runs_a_static_on_the_result(cp2k_data):
     deck = str(relax.function.__self__.input_set_generator.get_input_set(diamond_si()).cp2k_input)
     assert "RUN_TYPE GEO_OPT" in deck and "MAX_ITER 7" in deck and "CUTOFF 200" in deck
     assert static.function.__self__.run_cp2k_kwargs["max_errors"] == 3
+
+
+def test_a_campaign_with_nothing_ranked_ends_with_an_empty_dft_table(tmp_path):
+    from onnes.cli import main
+    from onnes.crystals import read_table, write_table
+
+    empty = pd.DataFrame([row_of(silicon(), "x", tc_acquisition=1.0)]).iloc[:0]
+    write_table(empty, tmp_path / "ranked.parquet")
+    settings_json = json.dumps({"dft": {"top_k": 2, "code": "vasp"}})
+    assert main(["dft", "select", "--ranked", f"flow={tmp_path / 'ranked.parquet'}",
+                 "--out", str(tmp_path / "candidates.parquet"), "--settings", settings_json]) == 0
+    for slot in (0, 1):
+        assert main(["dft", "run", "--candidates", str(tmp_path / "candidates.parquet"), "--slot", str(slot),
+                     "--work-root", str(tmp_path), "--out", str(tmp_path / f"{slot}.json"),
+                     "--settings", settings_json]) == 0
+        assert json.loads((tmp_path / f"{slot}.json").read_text())["dft_status"] == "no_candidate"
+    assert main(["dft", "gather", "--candidates", str(tmp_path / "candidates.parquet"), "--results",
+                 str(tmp_path / "0.json"), str(tmp_path / "1.json"), "--out", str(tmp_path / "dft.parquet")]) == 0
+    assert len(read_table(tmp_path / "dft.parquet")) == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 from pymatgen.core import Element
 
+from onnes.crystals import REQUIRED_COLUMNS
 from onnes.dft.settings import DftSettings
 
 SKIPPED = -1
@@ -38,8 +39,9 @@ def select_candidates(ranked: dict[str, pd.DataFrame], settings: DftSettings,
     """Pooled candidates in acquisition order with ``dft_slot`` (0..top_k-1, or -1 with
     ``dft_skip_reason``), cut after the last selected one."""
     frames = [table.assign(source=table.get("source", name)) for name, table in ranked.items() if len(table)]
-    if not frames:
-        return pd.DataFrame(columns=["id", "source", "dft_slot", "dft_skip_reason"])
+    if not frames:  # nothing ranked: an empty crystal table, every slot stays empty
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED_COLUMNS}).assign(
+            dft_slot=pd.Series(dtype="int64"), dft_skip_reason=pd.Series(dtype=object))
     pool = pd.concat(frames, ignore_index=True)
     pool = pool.sort_values(["tc_acquisition", "id"], ascending=[False, True], kind="stable")
     slots, reasons, chosen = [], [], 0

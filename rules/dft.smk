@@ -60,7 +60,8 @@ rule dft_run:
         mem_mb=config["dft"]["resources"]["mem_mb"],
         runtime=config["dft"]["resources"]["runtime"],
     params:
-        work_root=f"{RESULTS}/dft",
+        # dft/slots/{slot}.json -> dft/: calculations go to dft/{source}/{id}/
+        work_root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
         cp2k_data=lambda wildcards, input: (
             f"--cp2k-data {shlex.quote(input.cp2k_data)}"
             if "cp2k_data" in input.keys()

@@ -281,6 +281,13 @@ def _cp2k_data_input():
     return {}
 
 
+def cp2k_data_option(wildcards, input):
+    """``--cp2k-data DIR`` when the rule has the CP2K basis/potential index as input."""
+    if "cp2k_data" in input.keys():
+        return f"--cp2k-data {shlex.quote(input.cp2k_data)}"
+    return ""
+
+
 def dft_select_inputs(wildcards):
     ranked = {name: f"{RESULTS}/tc/{name}/ranked.parquet" for name in CANDIDATE_SOURCES}
     return {**ranked, **_cp2k_data_input()}

@@ -32,11 +32,7 @@ rule dft_select:
             for name, path in input.items()
             if name != "cp2k_data"
         ),
-        cp2k_data=lambda wildcards, input: (
-            f"--cp2k-data {shlex.quote(input.cp2k_data)}"
-            if "cp2k_data" in input.keys()
-            else ""
-        ),
+        cp2k_data=cp2k_data_option,
         settings=dft_settings,
     shell:
         "onnes dft select --ranked {params.ranked} {params.cp2k_data} --out {output:q}"
@@ -62,11 +58,7 @@ rule dft_run:
     params:
         # dft/slots/{slot}.json -> dft/: calculations go to dft/{source}/{id}/
         work_root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
-        cp2k_data=lambda wildcards, input: (
-            f"--cp2k-data {shlex.quote(input.cp2k_data)}"
-            if "cp2k_data" in input.keys()
-            else ""
-        ),
+        cp2k_data=cp2k_data_option,
         settings=dft_settings,
     shell:
         "onnes dft run --candidates {input.candidates:q} --slot {wildcards.slot} {params.cp2k_data}"

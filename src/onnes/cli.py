@@ -34,6 +34,13 @@ def _load_config(args: argparse.Namespace) -> dict:
     return cfg.load(getattr(args, "config", None))
 
 
+def _named_tables(items: list[str]) -> dict:
+    """Crystal tables from ``NAME=PATH`` arguments, keyed by name."""
+    from onnes.crystals import read_table
+
+    return {name: read_table(path) for name, path in (item.split("=", 1) for item in items)}
+
+
 # -- dft ----------------------------------------------------------------------------
 
 
@@ -44,13 +51,12 @@ def _dft_cp2k_data(args: argparse.Namespace) -> None:
 
 
 def _dft_select(args: argparse.Namespace) -> None:
-    from onnes.crystals import read_table, write_table
+    from onnes.crystals import write_table
     from onnes.dft.selection import select_candidates
     from onnes.dft.settings import DftSettings
 
     settings = DftSettings.from_config(_load_config(args))
-    ranked = {name: read_table(path) for name, path in (item.split("=", 1) for item in args.ranked)}
-    picked = select_candidates(ranked, settings, args.cp2k_data)
+    picked = select_candidates(_named_tables(args.ranked), settings, args.cp2k_data)
     write_table(picked, args.out)
     log.info("%d candidates for DFT, %d passed over", (picked.dft_slot >= 0).sum(), (picked.dft_slot < 0).sum())
 
@@ -87,11 +93,9 @@ def _dft_gather(args: argparse.Namespace) -> None:
 
     hull = None
     if args.references and args.elements:
-        import pandas as pd
+        from onnes.screen.hull import ConvexHull
 
-        from onnes.screen.hull import ConvexHull, elemental_potentials
-
-        hull = ConvexHull(pd.read_parquet(args.references), elemental_potentials(args.elements))
+        hull = ConvexHull.from_files(args.references, args.elements)
     table = gather(read_table(args.candidates), [read_json(p) for p in args.results], hull)
     write_table(table, args.out)
     log.info("dft: %s", table.dft_status.value_counts().to_dict())
@@ -251,7 +255,7 @@ def _tc_compare(args: argparse.Namespace) -> None:
     from onnes.tc.steering import compare
 
     config = _load_config(args)
-    tables = {name: read_table(path) for name, path in (item.split("=", 1) for item in args.predicted)}
+    tables = _named_tables(args.predicted)
     pairs = dict(item.split("=", 1) for item in args.pairs or [])
     training = read_table(args.training) if args.training else None
     frame = compare(tables, training, config["tc"]["steering"]["thresholds"], pairs)
@@ -313,11 +317,11 @@ def _screen_finish(args: argparse.Namespace) -> None:
     from onnes.crystals import read_table, write_table
     from onnes.io import write_json
     from onnes.screen.funnel import finish
-    from onnes.screen.hull import ConvexHull, elemental_potentials, evaluate_stability
+    from onnes.screen.hull import ConvexHull, evaluate_stability
 
     config = _load_config(args)
     relaxed = pd.concat([pd.read_parquet(p) for p in args.relaxed], ignore_index=True)
-    hull = ConvexHull(pd.read_parquet(args.references), elemental_potentials(args.elements))
+    hull = ConvexHull.from_files(args.references, args.elements)
     stability = evaluate_stability(relaxed, hull)
     settings = {**config["screen"], "select": config["relax"]["select"]}
     table, funnel = finish(read_table(args.matched), relaxed, stability, settings)

@@ -62,25 +62,23 @@ def vasp_hull_columns(table: pd.DataFrame, hull) -> pd.DataFrame:
     """MP2020-corrected DFT energies of successful VASP rows placed on the MP hull."""
     from onnes.screen.hull import evaluate_stability, mp2020_corrected_energy
 
-    corrected = []
+    corrected, species = [], []
     for _, row in table.iterrows():
-        energy = row.get("dft_energy")
-        if row.get("dft_code") not in MP_COMPATIBLE_CODES or row.get("dft_status") != "success":
+        ran = row.get("dft_code") in MP_COMPATIBLE_CODES and row.get("dft_status") == "success"
+        species.append(row["dft_species"] if ran else row["species"])
+        if not ran:
             corrected.append(np.nan)
             continue
         structure = Structure(np.reshape(row["dft_lattice"], (3, 3)), list(row["dft_species"]),
                               np.reshape(row["dft_frac_coords"], (-1, 3)))
-        run_type = row.get("dft_run_type") or "GGA"
         hubbards = json.loads(row.get("dft_hubbards") or "{}")
-        parameters = {"run_type": run_type, "hubbards": hubbards, "is_hubbard": bool(hubbards)}
+        parameters = {"run_type": row.get("dft_run_type") or "GGA", "hubbards": hubbards,
+                      "is_hubbard": bool(hubbards)}
         try:
-            corrected.append(mp2020_corrected_energy(structure, float(energy), parameters))
+            corrected.append(mp2020_corrected_energy(structure, float(row["dft_energy"]), parameters))
         except ValueError:
             corrected.append(np.nan)
-    frame = pd.DataFrame({"energy_dft_mp2020": corrected,
-                          "species": [row["dft_species"] if isinstance(row.get("dft_species"), (list, np.ndarray))
-                                      else row["species"] for _, row in table.iterrows()]},
-                         index=table.index)
+    frame = pd.DataFrame({"energy_dft_mp2020": corrected, "species": species}, index=table.index)
     stability = evaluate_stability(frame, hull, energy_column="energy_dft_mp2020")
     stability.columns = [f"{c}_dft" for c in stability.columns]
     return pd.concat([frame[["energy_dft_mp2020"]], stability], axis=1)

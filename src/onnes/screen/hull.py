@@ -133,6 +133,12 @@ class ConvexHull:
                                (present[:, 64:128] * weights[:MAX_Z + 1 - 64]).sum(1, dtype=np.uint64)], 1)
         self._cache: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, list[str]]] = {}
 
+    @classmethod
+    def from_files(cls, references: str | Path, elements: str | Path) -> "ConvexHull":
+        """The hull from the ``hull_references.parquet`` table and the MP elemental
+        reference entries (the files the screen and DFT stages are given)."""
+        return cls(pd.read_parquet(references), elemental_potentials(elements))
+
     def missing(self, composition: Composition) -> list[str]:
         return sorted(el.symbol for el in composition if el.symbol not in self.potentials)
 

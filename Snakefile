@@ -28,6 +28,7 @@ include: "rules/baselines.smk"
 include: "rules/screen.smk"
 include: "rules/tc.smk"
 include: "rules/dft.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -315,5 +315,60 @@ def model_targets():
     ) + [f"{RESULTS}/screen/summary.csv"]
 
 
+# -- report ---------------------------------------------------------------------------
+TRAINED_MODELS = [m for m in MODELS if not config["models"][m]["weights_from"]]
+STRUCTURE_REFERENCE = "mp20" if "mp20" in DATASETS else DATASETS[0]
+
+
+def report_inputs(wildcards):
+    """Every table the campaign page reads, so it is redrawn when any of them changes."""
+    inputs = {
+        "funnels": expand(
+            f"{RESULTS}/screen/{{model}}/funnel.json", model=CANDIDATE_SOURCES
+        ),
+        "screened": expand(
+            f"{RESULTS}/screen/{{model}}/screened.parquet", model=CANDIDATE_SOURCES
+        ),
+        "curves": expand(
+            f"{RESULTS}/models/{{model}}/metrics.csv", model=TRAINED_MODELS
+        ),
+        "raw": [f"{CACHE}/{path}" for d in DATASETS for path in DATASET_FILES[d]]
+        + [f"{CACHE}/{path}" for path in AUXILIARY_FILES],
+        "structure_reference": f"{RESULTS}/data/{STRUCTURE_REFERENCE}/train.parquet",
+    }
+    if TC_ENABLED:
+        inputs["predicted"] = expand(
+            f"{RESULTS}/tc/{{model}}/predicted.parquet", model=CANDIDATE_SOURCES
+        )
+        inputs["ranked"] = expand(
+            f"{RESULTS}/tc/{{model}}/ranked.parquet", model=CANDIDATE_SOURCES
+        )
+        reference = config["tc"]["steering"]["training_dataset"]
+        if reference in DATASETS:
+            inputs["tc_reference"] = f"{RESULTS}/data/{reference}/train.parquet"
+    if DFT_ENABLED:
+        inputs["dft"] = f"{RESULTS}/dft/dft.parquet"
+    return inputs
+
+
+def report_reference_options(wildcards, input):
+    options = f"--structure-reference {shlex.quote(input.structure_reference)}"
+    if "tc_reference" in input.keys():
+        options += f" --tc-reference {shlex.quote(input.tc_reference)}"
+    return options
+
+
+def report_targets():
+    if not config["report"]["enabled"]:
+        return []
+    return [f"{RESULTS}/report/index.html"]
+
+
 def campaign_targets():
-    return data_targets() + model_targets() + tc_targets() + dft_targets()
+    return (
+        data_targets()
+        + model_targets()
+        + tc_targets()
+        + dft_targets()
+        + report_targets()
+    )

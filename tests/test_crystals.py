@@ -1,5 +1,8 @@
 """The crystal table round-trips through Parquet, pymatgen, ASE, CIF and extxyz."""
 
+import os
+import stat
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -68,6 +71,16 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_gives_the_umask_mode_not_mkstemps_0600(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "shared.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o640
 
 
 def test_mismatched_row_is_an_error(table):

@@ -1,12 +1,17 @@
 """The workflow itself: lint, formatting, DAG, and the demo data stage on the real mirror."""
 
+import html
 import json
+import re
+import shutil
 import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO
+import yaml
+from conftest import REPO, skip_or_fail_in_ci
+from pymatgen.core import Composition, Structure
 
 from onnes import crystals
 from onnes.config import validate
@@ -41,7 +46,8 @@ def test_dry_run_shows_the_campaign_dag(tmp_path):
     text = out.stdout + out.stderr
     for rule in ("fetch_raw_file", "curate_dataset", "split_dataset", "curation_summary", "train_model",
                  "sample_shard", "gather_samples", "screen_match", "relax_shard", "hull_references",
-                 "screen_finish", "screen_metrics", "sample_csp", "sample_baseline", "screen_summary"):
+                 "screen_finish", "screen_metrics", "sample_csp", "sample_baseline", "screen_summary",
+                 "campaign_report"):
         assert rule in text
 
 
@@ -53,9 +59,11 @@ def test_a_config_typo_fails_naming_the_key(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, mirror):
+    """The demo campaign as the README runs it: the workflow, then Snakemake's report."""
     workdir = tmp_path_factory.mktemp("demo")
-    snakemake("--cores", "2", "-d", str(workdir), "--configfile", str(REPO / "config/demo.yaml"),
-              "--config", f"data_mirror={mirror}")
+    demo = ("-d", str(workdir), "--configfile", str(REPO / "config/demo.yaml"), "--config", f"data_mirror={mirror}")
+    snakemake("--cores", "2", *demo)
+    snakemake(*demo, "--report", str(workdir / "results/demo/report/workflow.html"))
     return workdir
 
 
@@ -196,3 +204,89 @@ def test_full_curation_meets_the_campaign_floor(mirror, tmp_path):
     assert sc.kept.tc_K.notna().sum() >= 4000
     mp20 = curate("mp20", tmp_path, data_config, workers=2)
     assert mp20.report["kept"] >= 15000
+
+
+DEMO_SOURCES = [*DEMO_MODELS, "pyxtal", "substitution"]
+
+
+@pytest.mark.mirror
+def test_demo_ends_with_the_campaign_page(demo_run):
+    report = demo_run / "results/demo/report"
+    funnel = pd.read_csv(report / "funnel.csv")
+    assert funnel.source.tolist() == DEMO_SOURCES
+    steps = ["generated", "valid", "unique", "novel", "relaxed", "stable", "tc_ranked", "dft_verified"]
+    assert list(funnel.columns[1:]) == steps
+    # Monotone down the funnel, and the same counts the stages wrote.
+    assert (funnel[steps].diff(axis=1).iloc[:, 1:] <= 0).all().all()
+    assert funnel.dft_verified.sum() >= 1
+    for _, row in funnel.iterrows():
+        stage = json.loads((demo_run / f"results/demo/screen/{row.source}/funnel.json").read_text())["steps"]
+        assert (row.generated, row.relaxed, row.stable) == (stage["generated"], stage["relaxed"], stage["sun"])
+    candidates = pd.read_csv(report / "candidates.csv")
+    assert 0 < len(candidates) <= 20 and candidates["rank"].tolist() == list(range(1, len(candidates) + 1))
+    assert candidates.tc_acquisition.is_monotonic_decreasing
+    assert set(candidates.dft_status) <= {"success", "failed", "unconverged", "skipped", "not_selected"}
+    for _, row in candidates.iterrows():  # a picture and a CIF that parses back to the formula
+        cif = next((report / "candidates").glob(f"{row.id}.cif"))
+        assert Structure.from_file(cif).composition.reduced_formula == Composition(row.formula).reduced_formula
+        assert (report / f"candidates/{row.id}.png").stat().st_size > 1000
+    provenance = json.loads((report / "provenance.json").read_text())
+    assert len(provenance["git"]["commit"]) in (40, len("unknown"))
+    assert provenance["seeds"]["campaign"] == 0 and "sample flow shard 1" in provenance["seeds"]
+    assert provenance["versions"]["torch"].startswith("2.") and provenance["hardware"]["cpus"] >= 1
+    assert all(len(digest) == 64 for digest in provenance["data"].values())
+    assert "mp20/pilot_train.csv.gz" in provenance["data"]
+
+
+@pytest.mark.mirror
+def test_demo_snakemake_report_has_every_caption(demo_run):
+    html = (demo_run / "results/demo/report/workflow.html").read_text()
+    for caption in sorted((REPO / "workflow/report").glob("*.rst")):
+        first_words = " ".join(caption.read_text().split()[:6])
+        assert first_words.split(" {{")[0] in html, caption.name
+
+
+@pytest.mark.mirror
+def test_report_tables_and_figures_are_reproducible(demo_run, tmp_path):
+    """The page's tables and figures are a pure function of the campaign's outputs."""
+    first = demo_run / "results/demo/report"
+    provenance = json.loads((first / "provenance.json").read_text())
+    config = yaml.safe_load((first / "config.yaml").read_text())
+    sources = pd.read_csv(first / "funnel.csv").source.tolist()
+    subprocess.run(
+        ["onnes", "report", "--results", str(demo_run / "results/demo"), "--out-dir", str(tmp_path),
+         "--sources", *sources, "--models", *(m for m in DEMO_MODELS if m != "flow-tc-uncond"),
+         "--structure-reference", str(demo_run / "results/demo/data/mp20/train.parquet"),
+         "--tc-reference", str(demo_run / "results/demo/data/3dsc/train.parquet"),
+         "--settings", json.dumps(config)], check=True, capture_output=True)
+    for name in ["funnel.csv", "candidates.csv", "figures/funnel.png", "figures/training.png",
+                 "figures/distributions.png", "figures/space_groups.png"]:
+        assert (tmp_path / name).read_bytes() == (first / name).read_bytes(), name
+    assert provenance["seeds"] == json.loads((tmp_path / "provenance.json").read_text())["seeds"]
+
+
+@pytest.mark.mirror
+def test_campaign_page_renders_in_chromium(demo_run):
+    """Headless Chromium opens the page: every figure and picture decodes, both tables
+    have their rows; a screenshot is kept in test-artifacts/."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        skip_or_fail_in_ci("no chromium: apt-get install chromium (.ci/run installs it)")
+    page = (demo_run / "results/demo/report/index.html").as_uri()
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+             "--disable-background-networking", "--disable-component-update",
+             f"--user-data-dir={demo_run / 'chromium-profile'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+    match = re.search(r'data-rendered="([^"]*)"', dom)
+    assert match, "the page's load handler did not run"
+    rendered = json.loads(html.unescape(match.group(1)))
+    candidates = pd.read_csv(demo_run / "results/demo/report/candidates.csv")
+    assert rendered["broken"] == []
+    assert rendered["images"] == 4 + len(candidates)  # four figures and a picture per candidate
+    assert rendered["candidate_rows"] == len(candidates) and rendered["funnel_rows"] == len(DEMO_SOURCES)
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    shot = artifacts / "campaign-report.png"
+    subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,2400", page], capture_output=True,
+                   timeout=120, check=True)
+    assert shot.stat().st_size > 50_000  # a blank page is a few kB

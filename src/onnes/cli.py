@@ -41,6 +41,19 @@ def _named_tables(items: list[str]) -> dict:
     return {name: read_table(path) for name, path in (item.split("=", 1) for item in items)}
 
 
+# -- report -------------------------------------------------------------------------
+
+
+def _report(args: argparse.Namespace) -> None:
+    from onnes.report.build import ReportInputs, summary, write_report
+
+    index = write_report(ReportInputs(
+        results=args.results, out_dir=args.out_dir, config=_load_config(args), sources=args.sources,
+        models=args.models or [], raw_files=args.raw_files or [], cache=args.cache, repo=args.repo,
+        tc_reference=args.tc_reference, structure_reference=args.structure_reference))
+    log.info("campaign page %s: %s", index, summary(index))
+
+
 # -- dft ----------------------------------------------------------------------------
 
 
@@ -265,12 +278,13 @@ def _tc_compare(args: argparse.Namespace) -> None:
 
 
 def _baseline(args: argparse.Namespace) -> None:
+    from onnes.baselines import baseline_seed
     from onnes.crystals import read_table, write_table
 
     config = _load_config(args)
     settings = config["baselines"][args.name]
     reference, count = read_table(args.reference), args.num_samples
-    seed = config["seed"] + {"pyxtal": 1, "substitution": 2}[args.name]
+    seed = baseline_seed(args.name, config["seed"])
     if args.name == "pyxtal":
         from onnes.baselines.random_symmetric import sample_random_symmetric
 
@@ -600,6 +614,19 @@ def build_parser() -> argparse.ArgumentParser:
     dft_gather.add_argument("--elements", type=Path, help="MP elemental reference entries")
     dft_gather.add_argument("--out", type=Path, required=True, help="dft.parquet")
     dft_gather.set_defaults(func=_dft_gather)
+
+    report = stages.add_parser("report", help="the campaign page: funnel, figures, ranked candidates, provenance")
+    report.add_argument("--results", type=Path, required=True, help="results/{campaign}")
+    report.add_argument("--out-dir", type=Path, required=True, help="results/{campaign}/report")
+    report.add_argument("--sources", nargs="+", required=True, help="models and baselines, in table order")
+    report.add_argument("--models", nargs="*", help="models whose training curves to plot")
+    report.add_argument("--raw-files", nargs="*", type=Path, help="raw data files to checksum")
+    report.add_argument("--cache", type=Path, default=Path("resources/data"), help="data cache (names the files)")
+    report.add_argument("--repo", type=Path, default=Path("."), help="workflow checkout (git commit)")
+    report.add_argument("--tc-reference", type=Path, help="training table with measured tc_K")
+    report.add_argument("--structure-reference", type=Path, help="training table for density and elements")
+    _add_config_options(report)
+    report.set_defaults(func=_report)
 
     relax = stages.add_parser("relax", help="batched CHGNet pre-relaxation of a crystal table (resumable)")
     relax.add_argument("--table", type=Path, required=True, help="crystal table; a screened one relaxes the "

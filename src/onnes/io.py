@@ -23,6 +23,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     # file name treat the temporary file like the final one.
     suffix = ".tmp" + "".join(target.suffixes[-2:])
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+    # mkstemp creates the file 0600; give the target the mode a plain open() would, so
+    # collaborators on a shared file system can read the campaign's results.
+    os.fchmod(fd, 0o666 & ~_current_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -30,6 +33,12 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -1,0 +1,117 @@
+"""Campaign outputs -> the report's tables: the funnel, the candidates and per-structure
+descriptors. Reads the DESIGN output layout under ``results/{campaign}``; computes nothing
+that a stage already wrote, except descriptors for plotting (density, space group)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from ase.data import atomic_masses
+
+from onnes import crystals
+
+# The discovery funnel, stage by stage; "stable" is S.U.N. (stable, unique, novel).
+FUNNEL_STEPS = ["generated", "valid", "unique", "novel", "relaxed", "stable", "tc_ranked", "dft_verified"]
+# g/cm^3 from amu/A^3.
+AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
+
+CANDIDATE_COLUMNS = ["rank", "source", "id", "formula", "space_group", "num_sites", "e_above_hull",
+                     "tc_pred_mean", "tc_pred_std", "tc_ood", "tc_acquisition", "dft_status",
+                     "dft_note", "dft_energy_per_atom", "dft_volume_change"]
+
+
+def funnel_table(results: Path, sources: list[str], dft: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per model or baseline: counts at every funnel step, in FUNNEL_STEPS order."""
+    rows = []
+    for source in sources:
+        steps = json.loads((results / f"screen/{source}/funnel.json").read_text())["steps"]
+        ranked_path = results / f"tc/{source}/ranked.parquet"
+        tc_ranked = None
+        if ranked_path.exists():
+            ranked = crystals.read_table(ranked_path, columns=["tc_pred_mean"])
+            tc_ranked = int(ranked.tc_pred_mean.notna().sum())
+        verified = None
+        if dft is not None:
+            verified = int(((dft.source == source) & (dft.dft_status == "success")).sum())
+        rows.append({"source": source, **{k: steps[k] for k in ("generated", "valid", "unique", "novel", "relaxed")},
+                     "stable": steps["sun"], "tc_ranked": tc_ranked, "dft_verified": verified})
+    return pd.DataFrame(rows, columns=["source", *FUNNEL_STEPS]).astype({k: "Int64" for k in FUNNEL_STEPS})
+
+
+def training_curves(results: Path, models: list[str]) -> dict[str, pd.DataFrame]:
+    """metrics.csv of every model that was trained (not sampled from another's weights)."""
+    curves = {}
+    for model in models:
+        path = results / f"models/{model}/metrics.csv"
+        if path.exists():
+            curves[model] = pd.read_csv(path)
+    return curves
+
+
+def densities(table: pd.DataFrame) -> np.ndarray:
+    """Mass density in g/cm^3 of every row (species are atomic numbers)."""
+    masses = np.array([atomic_masses[np.asarray(s, dtype=int)].sum() for s in table.species])
+    volumes = np.array([abs(np.linalg.det(np.asarray(lat, dtype=float).reshape(3, 3))) for lat in table.lattice])
+    return masses / volumes * AMU_PER_A3_TO_G_PER_CM3
+
+
+def element_counts(table: pd.DataFrame) -> np.ndarray:
+    return np.array([len(set(np.asarray(s).tolist())) for s in table.species])
+
+
+def space_groups(table: pd.DataFrame, symprec: float = 0.1) -> list[str]:
+    """International symbols (spglib through pymatgen); "?" where symmetry search fails."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    symbols = []
+    for _, row in table.iterrows():
+        try:
+            symbols.append(SpacegroupAnalyzer(crystals.to_structure(row), symprec=symprec).get_space_group_symbol())
+        except Exception:  # noqa: BLE001 - spglib fails on degenerate cells; the plot says "?"
+            symbols.append("?")
+    return symbols
+
+
+def candidate_table(results: Path, sources: list[str], dft: pd.DataFrame | None, top: int) -> pd.DataFrame:
+    """The best ``top`` S.U.N. candidates of all sources by Tc acquisition score, with
+    their DFT status where the DFT stage ran (``dft.parquet`` keeps every ranked row
+    it considered; candidates beyond it are ``not_selected``)."""
+    pooled = [crystals.read_table(results / f"tc/{s}/ranked.parquet") for s in sources
+              if (results / f"tc/{s}/ranked.parquet").exists()]
+    pooled = [t for t in pooled if len(t)]
+    if not pooled:
+        return pd.DataFrame(columns=[*crystals.REQUIRED_COLUMNS, *CANDIDATE_COLUMNS])
+    table = pd.concat(pooled, ignore_index=True)
+    # Ties broken by source and id so that the order never depends on file order.
+    table = table.sort_values(["tc_acquisition", "source", "id"], ascending=[False, True, True], kind="stable")
+    table = table.head(top).reset_index(drop=True)
+    table["rank"] = np.arange(1, len(table) + 1)
+    table["space_group"] = space_groups(table)
+    table["dft_status"] = "not_run" if dft is None else "not_selected"
+    table["dft_note"] = ""
+    for column in ("dft_energy_per_atom", "dft_volume_change"):
+        table[column] = np.nan
+    if dft is not None and len(dft):
+        keyed = dft.set_index(["source", "id"])
+        for i, row in table.iterrows():
+            key = (row.source, row.id)
+            if key in keyed.index:
+                match = keyed.loc[key]
+                table.loc[i, "dft_status"] = match.dft_status
+                table.loc[i, "dft_note"] = match.get("dft_skip_reason") or match.get("dft_error") or ""
+                for column in ("dft_energy_per_atom", "dft_volume_change"):
+                    table.loc[i, column] = match.get(column, np.nan)
+    return table
+
+
+def printable(table: pd.DataFrame, columns: list[str], digits: int = 4) -> pd.DataFrame:
+    """Selected columns with floats rounded, so that tables compare byte for byte
+    between runs (no last-bit noise)."""
+    out = table[columns].copy()
+    for column in out.columns:
+        if pd.api.types.is_float_dtype(out[column]):
+            out[column] = out[column].round(digits)
+    return out

@@ -1,0 +1,135 @@
+"""The campaign page: one static HTML file beside its figures, pictures and CIFs
+(relative links, no network, no JavaScript libraries)."""
+
+from __future__ import annotations
+
+import html
+import json
+
+import pandas as pd
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; vertical-align: middle; }
+th { background: #f3f3f3; } td.text { text-align: left; }
+img.figure { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; }
+img.structure { width: 130px; height: 130px; object-fit: contain; }
+img.broken { outline: 3px solid #c00; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
+.muted { color: #666; font-size: 0.9em; }
+"""
+
+# Marks images that fail to load (e.g. the page was copied without its folders) and
+# records what rendered in data-rendered, which the browser test reads back.
+CHECK_SCRIPT = """
+window.addEventListener('load', function () {
+  var images = Array.prototype.slice.call(document.images);
+  var broken = images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
+  broken.forEach(function (i) { i.classList.add('broken'); });
+  document.body.dataset.rendered = JSON.stringify({
+    images: images.length,
+    broken: broken.map(function (i) { return i.getAttribute('src'); }),
+    candidate_rows: document.querySelectorAll('#candidates tbody tr').length,
+    funnel_rows: document.querySelectorAll('#funnel tbody tr').length
+  });
+});
+"""
+
+STATUS_COLORS = {"success": "#d6f5d6", "failed": "#f8d7d7", "unconverged": "#fbe8c8", "skipped": "#eee"}
+
+
+def _cell(value, css: str = "") -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+        text = "–"
+    elif isinstance(value, float):
+        text = f"{value:.3g}"
+    else:
+        text = html.escape(str(value))
+    return f'<td class="{css}">{text}</td>' if css else f"<td>{text}</td>"
+
+
+def table_html(frame: pd.DataFrame, table_id: str, text_columns: tuple[str, ...] = ()) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>" + "".join(_cell(row[c], "text" if c in text_columns else "") for c in frame.columns) + "</tr>"
+        for _, row in frame.iterrows())
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def candidates_html(frame: pd.DataFrame, assets: dict[str, dict[str, str]]) -> str:
+    """The ranked candidates with picture, CIF link, Tc +- ensemble spread and DFT status."""
+    head = ("<tr><th>rank</th><th>structure</th><th>formula</th><th>space group</th><th>source</th>"
+            "<th>E above hull (eV/atom)</th><th>predicted Tc (K)</th><th>DFT</th><th>CIF</th></tr>")
+    rows = []
+    for _, row in frame.iterrows():
+        files = assets[row.id]
+        tc = f"{row.tc_pred_mean:.1f} ± {row.tc_pred_std:.1f}"
+        if bool(row.tc_ood):
+            tc += ' <span class="muted" title="outside the predictor\'s training domain">(OOD)</span>'
+        status = html.escape(str(row.dft_status))
+        if row.dft_note:
+            status += f'<br><span class="muted">{html.escape(str(row.dft_note)[:80])}</span>'
+        if pd.notna(row.dft_energy_per_atom):
+            status += f'<br><span class="muted">{row.dft_energy_per_atom:.3f} eV/atom</span>'
+        color = STATUS_COLORS.get(row.dft_status, "#fff")
+        rows.append(
+            f"<tr><td>{row['rank']}</td>"
+            f'<td><img class="structure" src="{html.escape(files["png"])}" alt="{html.escape(row.formula)}"></td>'
+            f'<td class="text">{html.escape(row.formula)}</td><td class="text">{html.escape(row.space_group)}</td>'
+            f'<td class="text">{html.escape(row.source)}<br><span class="muted">{html.escape(row.id)}</span></td>'
+            f"<td>{row.e_above_hull:.3f}</td><td>{tc}</td>"
+            f'<td style="background:{color}">{status}</td>'
+            f'<td><a href="{html.escape(files["cif"])}" download>CIF</a></td></tr>')
+    return f'<table id="candidates"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _dict_table(items: dict, table_id: str) -> str:
+    frame = pd.DataFrame({"name": list(items), "value": [str(v) for v in items.values()]})
+    return table_html(frame, table_id, text_columns=("name", "value"))
+
+
+def render(campaign: str, funnel: pd.DataFrame, candidates: pd.DataFrame, assets: dict[str, dict[str, str]],
+           figures: dict[str, str], provenance: dict, config_yaml: str, notes: dict[str, str]) -> str:
+    git = provenance["git"]
+    commit = git["commit"][:12] + (" (with uncommitted changes)" if git["dirty"] else "")
+    figure = lambda key, alt: f'<img class="figure" src="{html.escape(figures[key])}" alt="{alt}">'  # noqa: E731
+    candidates_part = (candidates_html(candidates, assets) if len(candidates)
+                       else "<p>No stable, unique and novel candidate had a Tc prediction.</p>")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Onnes campaign {html.escape(campaign)}</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>Onnes campaign <code>{html.escape(campaign)}</code></h1>
+<p class="muted">onnes {html.escape(provenance["versions"]["onnes"])}, commit <code>{html.escape(commit)}</code>,
+seed {provenance["seeds"]["campaign"]}. Tables: <a href="funnel.csv">funnel.csv</a>,
+<a href="candidates.csv">candidates.csv</a>; provenance: <a href="provenance.json">provenance.json</a>,
+<a href="config.yaml">config.yaml</a>.</p>
+
+<h2>Funnel</h2>
+<p>{html.escape(notes["funnel"])}</p>
+{table_html(funnel, "funnel", text_columns=("source",))}
+{figure("funnel", "funnel per source")}
+
+<h2>Top candidates</h2>
+<p>{html.escape(notes["candidates"])}</p>
+{candidates_part}
+
+<h2>Training</h2>
+{figure("training", "training curves")}
+
+<h2>Distributions</h2>
+{figure("distributions", "distributions of Tc, energy above hull, density and number of elements")}
+{figure("space_groups", "space groups of the relaxed structures")}
+
+<h2>Provenance</h2>
+<h3>Packages</h3>{_dict_table(provenance["versions"], "versions")}
+<h3>Data (sha256 of the raw files)</h3>{_dict_table(provenance["data"], "data")}
+<h3>Seeds</h3>{_dict_table(provenance["seeds"], "seeds")}
+<h3>Hardware (report job)</h3>{_dict_table(provenance["hardware"], "hardware")}
+<details><summary>Config used (validated, defaults filled)</summary><pre>{html.escape(config_yaml)}</pre></details>
+<script>{CHECK_SCRIPT}</script>
+<!-- provenance: {html.escape(json.dumps(git))} -->
+</body></html>
+"""

@@ -31,6 +31,9 @@ include: "rules/dft.smk"
 include: "rules/report.smk"
 
 
+check_cluster_resources([r.name for r in workflow.rules])
+
+
 rule all:
     default_target: True
     input:

@@ -13,8 +13,11 @@ rule sample_baseline:
     conda:
         "../envs/analysis.yaml"
     resources:
-        mem_mb=4000,
-        runtime=120,
+        **rule_resources(
+            "sample_baseline",
+            mem_mb=4000,
+            runtime=120,
+        ),
     params:
         settings=baseline_settings,
         num_samples=baseline_num_samples(),

@@ -7,6 +7,7 @@ import shlex
 from onnes.data.sources import DATASET_FILES, FILES
 
 RESULTS = f"{config['results_dir']}/{config['campaign']}"
+CLUSTER = config["cluster"]
 CACHE = config["data_cache"]
 DATASETS = config["data"]["datasets"]
 # Files fetched for later stages, not curated (the convex-hull references).
@@ -16,6 +17,37 @@ AUXILIARY_FILES = DATASET_FILES["hull_refs"]
 wildcard_constraints:
     dataset="|".join(re.escape(d) for d in DATASET_FILES),
     path="|".join(re.escape(p) for p in FILES),
+
+
+def rule_resources(rule_name, **defaults):
+    """A rule's resources: its own defaults, the campaign's partition and account
+    (config ``cluster``), then ``cluster.resources[rule_name]`` on top. GPU jobs go to
+    ``cluster.gpu_partition``; ``gpu`` may be a number or a function of the wildcards.
+    """
+    resources = dict(defaults)
+    cpu_partition = CLUSTER["partition"]
+    gpu_partition = CLUSTER["gpu_partition"] or cpu_partition
+    if cpu_partition or gpu_partition:
+        gpu = resources.get("gpu", 0)
+        if callable(gpu):
+            resources["slurm_partition"] = lambda wildcards: (
+                gpu_partition if gpu(wildcards) else cpu_partition
+            )
+        else:
+            resources["slurm_partition"] = gpu_partition if gpu else cpu_partition
+    if CLUSTER["account"]:
+        resources["slurm_account"] = CLUSTER["account"]
+    resources.update(CLUSTER["resources"].get(rule_name, {}))
+    return resources
+
+
+def check_cluster_resources(rule_names):
+    unknown = sorted(set(CLUSTER["resources"]) - set(rule_names))
+    if unknown:
+        raise ValueError(
+            f"config key 'cluster.resources': no rule named {', '.join(unknown)}"
+            f" (rules: {', '.join(sorted(rule_names))})"
+        )
 
 
 def raw_files(wildcards):

@@ -30,8 +30,11 @@ rule curate_dataset:
         "../envs/analysis.yaml"
     threads: config["data"]["threads"]
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **rule_resources(
+            "curate_dataset",
+            mem_mb=8000,
+            runtime=60,
+        ),
     params:
         settings=curate_settings,
         cache=lambda wildcards, input: input[0][
@@ -53,6 +56,7 @@ rule split_dataset:
         test=f"{RESULTS}/data/{{dataset}}/test.parquet",
     log:
         f"{RESULTS}/logs/data/split_{{dataset}}.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
     params:

@@ -9,6 +9,7 @@ rule dft_cp2k_data:
         directory(f"{CACHE}/cp2k_pmg"),
     log:
         f"{RESULTS}/logs/dft/cp2k_data.log",
+    localrule: True
     conda:
         "../envs/dft.yaml"
     params:
@@ -24,6 +25,7 @@ rule dft_select:
         f"{RESULTS}/dft/candidates.parquet",
     log:
         f"{RESULTS}/logs/dft/select.log",
+    localrule: True
     conda:
         "../envs/dft.yaml"
     params:
@@ -50,11 +52,14 @@ rule dft_run:
         "../envs/dft.yaml"
     threads: config["dft"]["resources"]["threads"]
     resources:
-        nodes=config["dft"]["resources"]["nodes"],
-        tasks=config["dft"]["resources"]["tasks"],
-        cpus_per_task=config["dft"]["resources"]["threads"],
-        mem_mb=config["dft"]["resources"]["mem_mb"],
-        runtime=config["dft"]["resources"]["runtime"],
+        **rule_resources(
+            "dft_run",
+            nodes=config["dft"]["resources"]["nodes"],
+            tasks=config["dft"]["resources"]["tasks"],
+            cpus_per_task=config["dft"]["resources"]["threads"],
+            mem_mb=config["dft"]["resources"]["mem_mb"],
+            runtime=config["dft"]["resources"]["runtime"],
+        ),
     params:
         # dft/slots/{slot}.json -> dft/: calculations go to dft/{source}/{id}/
         work_root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
@@ -75,6 +80,7 @@ rule dft_gather:
         f"{RESULTS}/dft/dft.parquet",
     log:
         f"{RESULTS}/logs/dft/gather.log",
+    localrule: True
     conda:
         "../envs/dft.yaml"
     shell:

@@ -46,11 +46,9 @@ rule campaign_report:
         provenance=f"{RESULTS}/report/provenance.json",
     log:
         f"{RESULTS}/logs/report/campaign_report.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
-    resources:
-        mem_mb=4000,
-        runtime=30,
     params:
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.index)),
         sources=CANDIDATE_SOURCES,

@@ -12,11 +12,14 @@ rule sample_shard:
         "../envs/torch.yaml"
     threads: lambda wildcards: config["models"][wildcards.model]["sample"]["threads"]
     resources:
-        gpu=lambda wildcards: int(
-            config["models"][wildcards.model]["sample"]["device"] == "cuda"
+        **rule_resources(
+            "sample_shard",
+            gpu=lambda wildcards: int(
+                config["models"][wildcards.model]["sample"]["device"] == "cuda"
+            ),
+            mem_mb=8000,
+            runtime=120,
         ),
-        mem_mb=8000,
-        runtime=120,
     params:
         settings=model_settings,
     shell:
@@ -34,6 +37,7 @@ rule gather_samples:
         f"{RESULTS}/logs/sample/{{model}}_gather.log",
     wildcard_constraints:
         model=_alternatives(config["models"]),
+    localrule: True
     conda:
         "../envs/torch.yaml"
     shell:
@@ -52,11 +56,14 @@ rule sample_csp:
         "../envs/torch.yaml"
     threads: lambda wildcards: config["models"][wildcards.model]["sample"]["threads"]
     resources:
-        gpu=lambda wildcards: int(
-            config["models"][wildcards.model]["sample"]["device"] == "cuda"
+        **rule_resources(
+            "sample_csp",
+            gpu=lambda wildcards: int(
+                config["models"][wildcards.model]["sample"]["device"] == "cuda"
+            ),
+            mem_mb=8000,
+            runtime=120,
         ),
-        mem_mb=8000,
-        runtime=120,
     params:
         settings=lambda wildcards: shlex.quote(
             json.dumps(

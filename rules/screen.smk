@@ -15,8 +15,11 @@ rule screen_match:
         "../envs/analysis.yaml"
     threads: config["screen"]["threads"]
     resources:
-        mem_mb=8000,
-        runtime=120,
+        **rule_resources(
+            "screen_match",
+            mem_mb=8000,
+            runtime=120,
+        ),
     params:
         settings=screen_settings(["min_distance", "min_volume", "matcher"]),
     shell:
@@ -35,9 +38,12 @@ rule relax_shard:
         "../envs/torch.yaml"
     threads: config["relax"]["threads"]
     resources:
-        gpu=int(config["relax"]["device"] == "cuda"),
-        mem_mb=16000,
-        runtime=240,
+        **rule_resources(
+            "relax_shard",
+            gpu=int(config["relax"]["device"] == "cuda"),
+            mem_mb=16000,
+            runtime=240,
+        ),
     params:
         settings=screen_settings(relax_keys=list(config["relax"])),
     shell:
@@ -52,6 +58,7 @@ rule hull_references:
         f"{RESULTS}/screen/hull_references.parquet",
     log:
         f"{RESULTS}/logs/screen/hull_references.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
     params:
@@ -81,8 +88,11 @@ rule screen_finish:
     conda:
         "../envs/analysis.yaml"
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **rule_resources(
+            "screen_finish",
+            mem_mb=8000,
+            runtime=60,
+        ),
     params:
         settings=screen_settings(["stable_threshold"], ["select"]),
     shell:
@@ -101,6 +111,8 @@ rule reference_fingerprints:
     conda:
         "../envs/analysis.yaml"
     threads: config["screen"]["threads"]
+    resources:
+        **rule_resources("reference_fingerprints"),
     params:
         settings=screen_settings(["metrics"]),
     shell:
@@ -125,6 +137,8 @@ rule screen_metrics:
     conda:
         "../envs/analysis.yaml"
     threads: config["screen"]["threads"]
+    resources:
+        **rule_resources("screen_metrics"),
     params:
         settings=screen_settings(["metrics"]),
         csp=lambda wildcards, input: f"--csp {input.csp}" if input.csp else "",
@@ -150,6 +164,7 @@ rule screen_summary:
         ),
     log:
         f"{RESULTS}/logs/screen/summary.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
     params:

@@ -15,8 +15,11 @@ rule tc_predictor:
         "../envs/analysis.yaml"
     threads: config["tc"]["predictor"]["threads"]
     resources:
-        mem_mb=8000,
-        runtime=120,
+        **rule_resources(
+            "tc_predictor",
+            mem_mb=8000,
+            runtime=120,
+        ),
     params:
         inputs=lambda wildcards, input: " ".join(
             f"--{name} {shlex.quote(path)}" for name, path in input.items()
@@ -49,8 +52,11 @@ rule tc_rank:
     conda:
         "../envs/analysis.yaml"
     resources:
-        mem_mb=8000,
-        runtime=60,
+        **rule_resources(
+            "tc_rank",
+            mem_mb=8000,
+            runtime=60,
+        ),
     params:
         predictor_dir=lambda wildcards, input: os.path.dirname(input.predictor),
         settings=lambda wildcards: shlex.quote(
@@ -70,6 +76,7 @@ rule tc_compare:
         json=f"{RESULTS}/tc/steering.json",
     log:
         f"{RESULTS}/logs/tc/steering.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
     params:

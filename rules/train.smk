@@ -15,10 +15,15 @@ rule train_model:
         "../envs/torch.yaml"
     threads: lambda wildcards: config["models"][wildcards.model]["train"]["threads"]
     resources:
-        gpu=lambda wildcards: config["models"][wildcards.model]["train"]["gpus"],
-        nodes=lambda wildcards: config["models"][wildcards.model]["train"]["nodes"],
-        mem_mb=16000,
-        runtime=24 * 60,
+        **rule_resources(
+            "train_model",
+            gpu=lambda wildcards: config["models"][wildcards.model]["train"]["gpus"],
+            nodes=lambda wildcards: config["models"][wildcards.model]["train"][
+                "nodes"
+            ],
+            mem_mb=16000,
+            runtime=24 * 60,
+        ),
     params:
         settings=model_settings,
         launcher=train_launcher,

@@ -2,10 +2,12 @@
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -57,13 +59,45 @@ def test_a_config_typo_fails_naming_the_key(tmp_path):
     assert "unknown config key 'campain'" in result.stdout + result.stderr
 
 
+SLURM_STATE = Path(os.environ.get("ONNES_SLURM_STATE", "/tmp/onnes-slurm"))
+
+
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, mirror):
-    """The demo campaign as the README runs it: the workflow, then Snakemake's report."""
+def slurm_cluster():
+    """The real single-node SLURM cluster of tests/slurm/start.sh (installs slurm-wlm and
+    munge, needs root), when $ONNES_TEST_SLURM is set, as .ci/run does; else None."""
+    if not os.environ.get("ONNES_TEST_SLURM"):
+        yield None
+        return
+    # Declare 64 GB so SLURM packs jobs onto the 2 CPUs as `--cores 2` does: the rules
+    # ask for 8-16 GB each, more than the demo uses.
+    env = {**os.environ, "ONNES_SLURM_MEMORY_MB": "64000"}
+    started = subprocess.run(["bash", str(REPO / "tests/slurm/start.sh"), str(SLURM_STATE)], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert started.returncode == 0, f"tests/slurm/start.sh failed:\n{started.stdout}\n{started.stderr}"
+    try:
+        yield SLURM_STATE
+    finally:
+        subprocess.run(["bash", str(REPO / "tests/slurm/stop.sh"), str(SLURM_STATE)], capture_output=True,
+                       timeout=300)
+
+
+def demo_args(workdir, mirror):
+    return ("-d", str(workdir), "--configfile", str(REPO / "config/demo.yaml"), "--config",
+            f"data_mirror={mirror}")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, mirror, slurm_cluster):
+    """The demo campaign as the README runs it: the workflow, then Snakemake's report.
+    With the test cluster up, through `snakemake --profile slurm` from the repository
+    root, as on a real cluster (plus the test cluster's settings: squeue, no account)."""
     workdir = tmp_path_factory.mktemp("demo")
-    demo = ("-d", str(workdir), "--configfile", str(REPO / "config/demo.yaml"), "--config", f"data_mirror={mirror}")
-    snakemake("--cores", "2", *demo)
-    snakemake(*demo, "--report", str(workdir / "results/demo/report/workflow.html"))
+    if slurm_cluster is None:
+        snakemake("--cores", "2", *demo_args(workdir, mirror))
+    else:
+        snakemake("--profile", "slurm", "--profile", "tests/slurm/profile", *demo_args(workdir, mirror))
+    snakemake(*demo_args(workdir, mirror), "--report", str(workdir / "results/demo/report/workflow.html"))
     return workdir
 
 
@@ -184,9 +218,65 @@ def test_demo_dft_stage_end_to_end(demo_run):
 
 @pytest.mark.mirror
 def test_demo_rerun_has_nothing_to_do(demo_run, mirror):
-    result = snakemake("-n", "-d", str(demo_run), "--configfile", str(REPO / "config/demo.yaml"),
-                       "--config", f"data_mirror={mirror}")
+    result = snakemake("-n", *demo_args(demo_run, mirror))
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+# Jobs the demo submits to SLURM, per rule; every other rule is a localrule (downloads,
+# gathers, summaries: seconds each, and the login node has the network).
+DEMO_SLURM_JOBS = {"curate_dataset": 3, "train_model": 5, "sample_shard": 12, "sample_csp": 6,
+                   "sample_baseline": 2, "screen_match": 8, "relax_shard": 16, "screen_finish": 8,
+                   "reference_fingerprints": 2, "screen_metrics": 8, "tc_predictor": 1, "tc_rank": 8,
+                   "dft_run": 2}
+
+
+def require_slurm(slurm_cluster):
+    if slurm_cluster is None:
+        skip_or_fail_in_ci("the demo runs through SLURM with ONNES_TEST_SLURM=1 (tests/slurm/start.sh, as root)")
+
+
+@pytest.mark.mirror
+def test_demo_jobs_went_through_sbatch(demo_run, slurm_cluster):
+    """One SLURM job per cluster job of the DAG: the executor's per-job logs, named by
+    the SLURM job id, match the batch submissions in slurmctld's log."""
+    require_slurm(slurm_cluster)
+    logs = sorted((demo_run / ".snakemake/slurm_logs").rglob("*.log"))
+    per_rule = {}
+    for path in logs:
+        rule = path.relative_to(demo_run / ".snakemake/slurm_logs").parts[0].removeprefix("rule_")
+        per_rule[rule] = per_rule.get(rule, 0) + 1
+    assert per_rule == DEMO_SLURM_JOBS
+    controller = (slurm_cluster / "log/slurmctld.log").read_text()
+    submitted = set(re.findall(r"_slurm_rpc_submit_batch_job: JobId=(\d+)", controller))
+    allocated = set(re.findall(r"sched: Allocate JobId=(\d+)", controller))
+    job_ids = {path.stem for path in logs}
+    assert job_ids <= submitted and job_ids <= allocated
+    # The jobs ran the onnes CLI inside SLURM (the job step's log names the rule).
+    train_log = next((demo_run / ".snakemake/slurm_logs/rule_train_model").rglob("*.log")).read_text()
+    assert "train_model" in train_log and "onnes train" in train_log
+
+
+@pytest.mark.mirror
+def test_slurm_outputs_match_a_local_run(demo_run, slurm_cluster, mirror, tmp_path):
+    """The same targets run with the local executor give the same tables as the SLURM
+    run: curated and split data, the hull references, the Tc predictor, and the flow
+    model's training curve and first sample shard (CPU numerics, same thread counts)."""
+    require_slurm(slurm_cluster)
+    targets = ["results/demo/data/curation.json", "results/demo/tc/predictor/metrics.json",
+               "results/demo/screen/hull_references.parquet", "results/demo/samples/flow/shards/0.parquet"]
+    snakemake("--cores", "2", *demo_args(tmp_path, mirror), *targets)
+    for dataset in ("mp20", "3dsc", "supercon"):
+        for split in ("curated", "train", "val", "test"):
+            name = f"results/demo/data/{dataset}/{split}.parquet"
+            pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / name), pd.read_parquet(demo_run / name))
+    for name in ("results/demo/screen/hull_references.parquet", "results/demo/samples/flow/shards/0.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / name), pd.read_parquet(demo_run / name))
+    local_tc = json.loads((tmp_path / "results/demo/tc/predictor/metrics.json").read_text())
+    slurm_tc = json.loads((demo_run / "results/demo/tc/predictor/metrics.json").read_text())
+    assert {k: v for k, v in local_tc.items() if "seconds" not in k} == {
+        k: v for k, v in slurm_tc.items() if "seconds" not in k}
+    curves = [pd.read_csv(d / "results/demo/models/flow/metrics.csv") for d in (tmp_path, demo_run)]
+    pd.testing.assert_frame_equal(*(c.drop(columns=["steps_per_s"]) for c in curves))
 
 
 @pytest.mark.mirror

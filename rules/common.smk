@@ -21,20 +21,25 @@ wildcard_constraints:
 
 def rule_resources(rule_name, **defaults):
     """A rule's resources: its own defaults, the campaign's partition and account
-    (config ``cluster``), then ``cluster.resources[rule_name]`` on top. GPU jobs go to
-    ``cluster.gpu_partition``; ``gpu`` may be a number or a function of the wildcards.
+    (config ``cluster``), then ``cluster.resources[rule_name]`` on top. Jobs asking for
+    GPUs (``gpu``, or a gpu ``gres``; numbers or functions of the wildcards) go to
+    ``cluster.gpu_partition``.
     """
     resources = dict(defaults)
     cpu_partition = CLUSTER["partition"]
     gpu_partition = CLUSTER["gpu_partition"] or cpu_partition
     if cpu_partition or gpu_partition:
-        gpu = resources.get("gpu", 0)
-        if callable(gpu):
-            resources["slurm_partition"] = lambda wildcards: (
-                gpu_partition if gpu(wildcards) else cpu_partition
-            )
-        else:
-            resources["slurm_partition"] = gpu_partition if gpu else cpu_partition
+        resolve = lambda key, wildcards: (
+            resources[key](wildcards)
+            if callable(resources.get(key))
+            else resources.get(key)
+        )
+        uses_gpu = lambda wildcards: bool(resolve("gpu", wildcards)) or "gpu" in str(
+            resolve("gres", wildcards) or ""
+        )
+        resources["slurm_partition"] = lambda wildcards: (
+            gpu_partition if uses_gpu(wildcards) else cpu_partition
+        )
     if CLUSTER["account"]:
         resources["slurm_account"] = CLUSTER["account"]
     resources.update(CLUSTER["resources"].get(rule_name, {}))
@@ -161,6 +166,31 @@ def train_launcher(wildcards):
         " --rdzv_backend=c10d --rdzv_id=$SLURM_JOB_ID"
         " --rdzv_endpoint=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1):29500 --no-python"
     )
+
+
+def train_resource(key):
+    """One SLURM resource of a training job, as a function of the model.
+
+    One node: ``gpu`` (sbatch --gpus, all on that node), and the executor runs the rule
+    in a one-task job step where torchrun starts a rank per GPU. Several nodes: ``gres``
+    gpu:G per node, one task per node and ``mpi``, so that the executor leaves the job
+    step to the rule, whose srun starts one torchrun per node (a nested srun inside the
+    executor's step would wait forever for the CPUs that step holds).
+    """
+
+    def value(wildcards):
+        train = config["models"][wildcards.model]["train"]
+        gpus, nodes = train["gpus"], train["nodes"]
+        multi_node = nodes > 1
+        return {
+            "gpu": 0 if multi_node else gpus,
+            "gres": f"gpu:{gpus}" if multi_node and gpus else "",
+            "nodes": nodes,
+            "tasks": nodes,
+            "mpi": "srun" if multi_node else "",
+        }[key]
+
+    return value
 
 
 def sample_shards(wildcards):
@@ -301,6 +331,12 @@ def tc_targets():
 
 # -- DFT ------------------------------------------------------------------------------
 DFT_ENABLED = TC_ENABLED and config["dft"]["enabled"] and config["dft"]["top_k"] > 0
+
+
+def dft_mpi(wildcards):
+    """srun for a multi-rank DFT job (the executor then leaves the job step to CP2K's
+    launcher); nothing for one rank (the executor refuses mpi with one task)."""
+    return "srun" if config["dft"]["resources"]["tasks"] > 1 else ""
 
 
 def dft_settings(wildcards):

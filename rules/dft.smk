@@ -56,6 +56,7 @@ rule dft_run:
             "dft_run",
             nodes=config["dft"]["resources"]["nodes"],
             tasks=config["dft"]["resources"]["tasks"],
+            mpi=dft_mpi,
             cpus_per_task=config["dft"]["resources"]["threads"],
             mem_mb=config["dft"]["resources"]["mem_mb"],
             runtime=config["dft"]["resources"]["runtime"],
@@ -65,8 +66,11 @@ rule dft_run:
         work_root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
         cp2k_data=cp2k_data_option,
         settings=dft_settings,
+        launcher=lambda wildcards, resources: (
+            f"--launcher {resources.mpi}" if resources.mpi else ""
+        ),
     shell:
-        "onnes dft run --candidates {input.candidates:q} --slot {wildcards.slot} {params.cp2k_data}"
+        "onnes dft run --candidates {input.candidates:q} --slot {wildcards.slot} {params.cp2k_data} {params.launcher}"
         " --work-root {params.work_root:q} --out {output:q} --settings {params.settings} > {log:q} 2>&1"
 
 

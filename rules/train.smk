@@ -11,18 +11,25 @@ rule train_model:
         metrics=f"{RESULTS}/models/{{model}}/metrics.csv",
     log:
         f"{RESULTS}/logs/train/{{model}}.log",
+    # A preempted or timed-out job exits 75 with its state saved; the retry resumes it.
+    retries: 5
     conda:
         "../envs/torch.yaml"
     threads: lambda wildcards: config["models"][wildcards.model]["train"]["threads"]
     resources:
         **rule_resources(
             "train_model",
-            gpu=lambda wildcards: config["models"][wildcards.model]["train"]["gpus"],
-            nodes=lambda wildcards: config["models"][wildcards.model]["train"][
-                "nodes"
-            ],
+            gpu=train_resource("gpu"),
+            gres=train_resource("gres"),
+            nodes=train_resource("nodes"),
+            tasks=train_resource("tasks"),
+            mpi=train_resource("mpi"),
+            # no --ntasks-per-gpu: one task (one torchrun) per node, not per GPU
+            tasks_per_gpu=0,
             mem_mb=16000,
             runtime=24 * 60,
+            # SIGUSR1 five minutes before the time limit: the loop saves and exits 75
+            slurm_extra="--signal=USR1@300",
         ),
     params:
         settings=model_settings,

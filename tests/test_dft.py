@@ -42,6 +42,12 @@ def row_of(structure: Structure, id_: str, **extra) -> pd.Series:
                       **structure_columns(structure), **extra})
 
 
+def test_an_mpi_launcher_goes_before_the_cp2k_command_only():
+    assert settings().with_launcher("srun").cp2k["command"] == "srun cp2k.psmp"
+    assert settings().with_launcher(None).cp2k["command"] == "cp2k.psmp"
+    assert settings(code="vasp").with_launcher("srun").vasp["command"] == "srun vasp_std"
+
+
 @pytest.fixture(scope="session")
 def cp2k_data(tmp_path_factory) -> Path:
     if not (CP2K_SOURCE / "BASIS_MOLOPT").is_file():

@@ -83,7 +83,7 @@ def _dft_run(args: argparse.Namespace) -> None:
     from onnes.io import write_json
 
     config = _load_config(args)
-    settings = DftSettings.from_config(config)
+    settings = DftSettings.from_config(config).with_launcher(args.launcher)
     os.environ["OMP_NUM_THREADS"] = str(config["dft"]["resources"]["threads"])
     candidates = read_table(args.candidates)
     chosen = candidates[candidates.dft_slot == args.slot]
@@ -602,6 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     dft_run.add_argument("--candidates", type=Path, required=True)
     dft_run.add_argument("--slot", type=int, required=True)
     dft_run.add_argument("--cp2k-data", type=Path)
+    dft_run.add_argument("--launcher", help="MPI launcher put before the CP2K command (e.g. srun)")
     dft_run.add_argument("--work-root", type=Path, required=True,
                          help="the campaign's dft/ directory; calculations and JSON store go to SOURCE/ID/ below it")
     dft_run.add_argument("--out", type=Path, required=True, help="the slot's record (JSON)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -17,6 +17,13 @@ class DftSettings:
     store: dict[str, Any] = field(default_factory=lambda: {"type": "json"})
     cp2k: dict[str, Any] = field(default_factory=dict)
     vasp: dict[str, Any] = field(default_factory=dict)
+
+    def with_launcher(self, launcher: str | None) -> "DftSettings":
+        """CP2K started through an MPI launcher (``srun`` on SLURM with several tasks).
+        The VASP command names its launcher itself (``srun vasp_std``)."""
+        if not launcher or self.code != "cp2k":
+            return self
+        return replace(self, cp2k={**self.cp2k, "command": f"{launcher} {self.cp2k['command']}"})
 
     @classmethod
     def from_config(cls, config: dict) -> "DftSettings":

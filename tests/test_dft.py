@@ -48,6 +48,14 @@ def test_an_mpi_launcher_goes_before_the_cp2k_command_only():
     assert settings(code="vasp").with_launcher("srun").vasp["command"] == "srun vasp_std"
 
 
+def test_one_rank_cp2k_runs_without_the_srun_step_variables():
+    from onnes.dft.cp2k import singleton_environment
+
+    step = {"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", "PMI_FD": "3", "PMIX_RANK": "0", "PATH": "/usr/bin",
+            "OMP_NUM_THREADS": "1"}
+    assert singleton_environment(step) == {"PATH": "/usr/bin", "OMP_NUM_THREADS": "1"}
+
+
 @pytest.fixture(scope="session")
 def cp2k_data(tmp_path_factory) -> Path:
     if not (CP2K_SOURCE / "BASIS_MOLOPT").is_file():

@@ -84,6 +84,12 @@ def _dft_run(args: argparse.Namespace) -> None:
 
     config = _load_config(args)
     settings = DftSettings.from_config(config).with_launcher(args.launcher)
+    if settings.code == "cp2k" and not args.launcher:
+        from onnes.dft.cp2k import singleton_environment
+
+        clean = singleton_environment(os.environ)
+        os.environ.clear()
+        os.environ.update(clean)
     os.environ["OMP_NUM_THREADS"] = str(config["dft"]["resources"]["threads"])
     candidates = read_table(args.candidates)
     chosen = candidates[candidates.dft_slot == args.slot]

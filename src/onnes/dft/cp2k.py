@@ -150,3 +150,16 @@ def make_flow(structure: Structure, settings: DftSettings, data_dir: str | Path)
     relax = RelaxMaker(input_set_generator=RelaxSetGenerator(**relax_kwargs), **common).make(structure)
     static = static_maker.make(relax.output.structure)
     return Flow([relax, static], output=static.output, name="cp2k relax + static")
+
+
+# Variables by which Open MPI recognises a launch by srun (srun sets SLURM_STEP_*; PMI
+# and PMIx variables come with srun's MPI plugins).
+SRUN_VARIABLE_PREFIXES = ("SLURM_", "PMI_", "PMIX_")
+
+
+def singleton_environment(environ: dict) -> dict:
+    """The environment for a one-rank CP2K inside a SLURM job step, without the step's
+    variables. Debian's Open MPI is built without SLURM PMI support: seeing them, a
+    cp2k.psmp started without a launcher aborts in MPI_Init ("OMPI was not built with
+    SLURM's PMI support"); without them it starts as an MPI singleton."""
+    return {k: v for k, v in environ.items() if not k.startswith(SRUN_VARIABLE_PREFIXES)}

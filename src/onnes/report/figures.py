@@ -26,6 +26,14 @@ def save(fig: plt.Figure, path: str | Path) -> Path:
     return Path(path)
 
 
+def _log_axes(ax, ylabel: str, title: str, legend_size: int) -> None:
+    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size, ncol=2)
+
+
 def funnel(table: pd.DataFrame, path: Path) -> Path:
     """Counts per step, one line per source, on a log axis (1,000 generated down to a few)."""
     fig, ax = plt.subplots(figsize=(8, 4.2))
@@ -34,11 +42,7 @@ def funnel(table: pd.DataFrame, path: Path) -> Path:
         counts = np.array([row[s] if pd.notna(row[s]) else np.nan for s in FUNNEL_STEPS], dtype=float)
         ax.plot(x, np.where(counts > 0, counts, np.nan), marker="o", label=row.source)
     ax.set_xticks(x, [s.replace("_", "-") for s in FUNNEL_STEPS], rotation=20)
-    ax.set_yscale("log")
-    ax.set_ylabel("structures")
-    ax.set_title("Discovery funnel per model and baseline")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    _log_axes(ax, "structures", "Discovery funnel per model and baseline", legend_size=8)
     return save(fig, path)
 
 
@@ -54,11 +58,7 @@ def training(curves: dict[str, pd.DataFrame], path: Path) -> Path:
     if not curves:
         ax.text(0.5, 0.5, "no trained models in this campaign", ha="center", transform=ax.transAxes)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.set_title("Training curves")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    _log_axes(ax, "loss", "Training curves", legend_size=7)
     return save(fig, path)
 
 

@@ -24,6 +24,9 @@ STUBS = {
     "sinfo": "printf 'PARTITION\\ncpu*\\ngpu\\n'",
     # no accounting: account guessing and status queries fail, as on a small cluster
     "sacct": "exit 1",
+    # the accounts the user may charge, which the plugin checks -A against
+    "sacctmgr": "echo materials",
+    "sshare": "echo materials",
     "squeue": "exit 1",
     "scontrol": "exit 1",
 }

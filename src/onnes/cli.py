@@ -45,13 +45,12 @@ def _named_tables(items: list[str]) -> dict:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from onnes.report.build import ReportInputs, summary, write_report
+    from onnes.report.build import ReportInputs, write_report
 
-    index = write_report(ReportInputs(
+    write_report(ReportInputs(
         results=args.results, out_dir=args.out_dir, config=_load_config(args), sources=args.sources,
         models=args.models or [], raw_files=args.raw_files or [], cache=args.cache, repo=args.repo,
         tc_reference=args.tc_reference, structure_reference=args.structure_reference))
-    log.info("campaign page %s: %s", index, summary(index))
 
 
 # -- dft ----------------------------------------------------------------------------

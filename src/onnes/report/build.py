@@ -3,12 +3,10 @@ CIFs, the funnel and candidate tables as CSV, and the provenance."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -125,15 +123,7 @@ def write_report(inputs: ReportInputs) -> Path:
     html_text = page.render(inputs.config["campaign"], funnel, candidates, assets, FIGURES, record, config_yaml,
                             NOTES)
     _write_text(out / "index.html", html_text)
-    log.info("report: %d sources, %d candidates, %s", len(funnel), len(candidates), out / "index.html")
+    log.info("report %s: %d sources, %d candidates, commit %s, %d DFT-verified", out / "index.html", len(funnel),
+             len(candidates), record["git"]["commit"][:12], int(funnel.dft_verified.sum()))
     return out / "index.html"
 
-
-def summary(index: Path) -> str:
-    """One line for logs: what the page holds."""
-    out = index.parent
-    funnel = pd.read_csv(out / "funnel.csv")
-    candidates = pd.read_csv(out / "candidates.csv")
-    record = json.loads((out / "provenance.json").read_text())
-    return (f"{len(funnel)} sources, {len(candidates)} candidates, commit {record['git']['commit'][:12]}, "
-            f"{int(np.nansum(funnel.dft_verified))} DFT-verified")

@@ -33,7 +33,7 @@ def screen(samples: pd.DataFrame, reference: pd.DataFrame, settings: dict, worke
     table = samples.copy()
     table["formula"] = reduced_formulas(table)
     table = table.join(structural_validity(table, settings["min_distance"], settings["min_volume"]))
-    table["valid_comp"] = compositional_validity(table)
+    table["valid_comp"] = compositional_validity(table, settings["oxidation_states"])
     table["valid"] = table.valid_struct & table.valid_comp
 
     tol = Tolerances(**settings["matcher"])

@@ -48,14 +48,16 @@ def structural_validity(table: pd.DataFrame, min_dist: float = 0.5, min_volume: 
     return pd.DataFrame(out, index=table.index)
 
 
-def compositional_validity(table: pd.DataFrame) -> pd.Series:
-    """``valid_comp``: SMACT charge neutrality + Pauling test (see ``composition``)."""
+def compositional_validity(table: pd.DataFrame, oxidation_states: str = "smact14") -> pd.Series:
+    """``valid_comp``: SMACT charge neutrality + Pauling test (see ``composition``), with
+    the named oxidation-state set (default: the literature's, SMACT 2014)."""
     from onnes.screen.composition import smact_valid
 
     def valid(species) -> bool:
         symbols, counts = np.unique(np.asarray(species), return_counts=True)
         try:
-            return smact_valid({Element.from_Z(int(z)).symbol: int(n) for z, n in zip(symbols, counts)})
+            return smact_valid({Element.from_Z(int(z)).symbol: int(n) for z, n in zip(symbols, counts)},
+                               oxidation_states)
         except (ValueError, KeyError):  # an atomic number no element has
             return False
 

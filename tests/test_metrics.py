@@ -72,3 +72,32 @@ def test_csp_match_counts_a_collapsed_cell_as_no_match_without_stalling(referenc
     predicted.at[0, "lattice"] = flat.reshape(-1).tolist()
     result = metrics.csp_match(predicted, reference)
     assert result["csp_match_rate"] == pytest.approx(2 / 3) and result["csp_count"] == 3
+
+
+def test_coverage_precision_counts_structures_without_fingerprints(reference_fp):
+    """CDVAE divides precision by every generated structure, fingerprinted or not."""
+    failed = reference_fp.iloc[[0]].copy()
+    failed["id"] = "no_fp"
+    failed.at[failed.index[0], "struct_fp"] = [float("nan")] * metrics.STRUCT_FEATURES
+    result = metrics.coverage(pd.concat([reference_fp, failed], ignore_index=True), reference_fp)
+    assert result["cov_precision"] == pytest.approx(3 / 4) and result["cov_recall"] == 1.0
+    assert (result["n_generated"], result["n_fingerprinted"], result["n_reference"]) == (4, 3, 3)
+
+
+def test_composition_scaling_is_cdvae_fixed_mp20_statistics(reference_fp):
+    comp = np.stack(reference_fp.comp_fp)
+    scaled = metrics.scale_composition(comp)
+    means, stds = metrics._cdvae_scaler()
+    assert len(means) == metrics.COMP_FEATURES and (stds > 0).all()
+    np.testing.assert_allclose(scaled, (comp - means) / stds)  # independent of the reference set
+    with_nan = comp[0].copy()
+    with_nan[5] = np.nan  # a Magpie property missing for an element
+    assert metrics.scale_composition(with_nan)[5] == 0.0
+
+
+def test_wasserstein_sample_is_seeded_and_bounded(reference):
+    assert len(metrics.draw_valid(reference, 10, seed=0)) == 3
+    drawn = metrics.draw_valid(reference, 2, seed=0)
+    assert len(drawn) == 2 and drawn.id.tolist() == metrics.draw_valid(reference, 2, seed=0).id.tolist()
+    distances = metrics.property_distances(drawn, reference)
+    assert distances["n_wdist_generated"] == 2 and distances["n_wdist_reference"] == 3

@@ -1,6 +1,5 @@
 """Screening funnel: SMACT validity, uniqueness and novelty, counted drops for bad input."""
 
-
 import numpy as np
 import pytest
 from conftest import perovskite, rocksalt, silicon

@@ -354,8 +354,9 @@ def _screen_fingerprints(args: argparse.Namespace) -> None:
     from onnes.screen.metrics import fingerprints
 
     config = _load_config(args)
-    table = read_table(args.table).head(config["screen"]["metrics"]["reference_structures"])
-    write_table(fingerprints(table, args.threads), args.out)
+    table = read_table(args.table)
+    count = config["screen"]["metrics"]["reference_structures"]
+    write_table(fingerprints(table if count is None else table.head(count), args.threads), args.out)
 
 
 def _screen_metrics(args: argparse.Namespace) -> None:
@@ -365,17 +366,23 @@ def _screen_metrics(args: argparse.Namespace) -> None:
     from onnes.io import write_json
     from onnes.screen import metrics
 
-    settings = _load_config(args)["screen"]["metrics"]
+    config = _load_config(args)
+    settings = config["screen"]["metrics"]
     screened, reference = read_table(args.screened), read_table(args.reference)
-    valid = screened[screened.valid].head(settings["max_structures"]).copy()
+    generated = screened.head(settings["max_structures"]).copy()
     for column in ("frac_coords", "lattice"):  # generated geometry, not the relaxed one
-        if f"{column}_generated" in valid:
-            valid[column] = valid[f"{column}_generated"]
-    generated_fp = metrics.fingerprints(valid, args.threads)
-    result = {"valid_fingerprinted": len(valid)}
-    result.update(metrics.coverage(generated_fp, pd.read_parquet(args.reference_fingerprints),
-                                   settings["struct_cutoff"], settings["comp_cutoff"]))
-    result.update(metrics.property_distances(valid, reference))
+        if f"{column}_generated" in generated:
+            generated[column] = generated[f"{column}_generated"]
+    reference_fp = pd.read_parquet(args.reference_fingerprints)
+    result = metrics.coverage(metrics.fingerprints(generated, args.threads), reference_fp,
+                              settings["struct_cutoff"], settings["comp_cutoff"])
+    drawn = metrics.draw_valid(generated[generated.valid], settings["wdist_samples"], config["seed"])
+    result.update(metrics.property_distances(drawn, reference))
+    literature = (result["n_generated"] >= metrics.LITERATURE_SAMPLES and len(reference_fp) == len(reference)
+                  and result.get("n_wdist_generated", 0) >= metrics.LITERATURE_SAMPLES)
+    result["protocol"] = "literature" if literature else (
+        f"reduced: {result['n_generated']} generated, {result.get('n_wdist_generated', 0)} valid for the "
+        f"distances, {len(reference_fp)} of {len(reference)} reference structures")
     if args.csp:
         result.update(metrics.csp_match(read_table(args.csp), reference))
     write_json(args.out, result)

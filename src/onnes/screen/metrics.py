@@ -1,17 +1,20 @@
-"""Generation metrics from the literature, so campaign figures compare with published
-tables (CDVAE: Xie et al., ICLR 2022; DiffCSP: Jiao et al., NeurIPS 2023).
+"""Generation metrics from the literature, computed as CDVAE's and DiffCSP's evaluation
+code computes them, so campaign figures compare with published tables (CDVAE: Xie et al.,
+ICLR 2022; DiffCSP: Jiao et al., NeurIPS 2023).
 
 - Fingerprints: structure = mean over sites of matminer's CrystalNN "ops" site
   fingerprint (61 numbers); composition = matminer's Magpie element-property statistics
-  (132 numbers), standardised with the reference (test) set's mean and spread. CDVAE
-  standardises with fixed MP-20 statistics; ours follow the reference actually used.
-- Coverage (CDVAE): with Euclidean distances between fingerprints,
-  recall = fraction of reference structures whose nearest generated structure is within
-  the structure cutoff AND whose nearest generated composition is within the composition
-  cutoff; precision = the same with generated and reference swapped. MP-20 cutoffs:
-  structure 0.4, composition 10. Over valid generated structures.
+  (132 numbers, missing element data left NaN), scaled with CDVAE's *fixed* MP-20 means
+  and standard deviations, NaN then set to 0 (``data/cdvae_magpie_scaler.json``).
+- Coverage (CDVAE): over *all* generated structures, valid or not, whose fingerprints
+  could be computed; recall = fraction of reference structures whose nearest generated
+  structure is within the structure cutoff AND whose nearest generated composition is
+  within the composition cutoff; precision = the same count over the generated side
+  divided by the number of generated structures *before* fingerprint failures were
+  removed. MP-20 cutoffs: structure 0.4, composition 10.
 - Wasserstein distances (scipy's 1-D earth mover's distance) of density (g/cm^3) and of
-  the number of distinct elements, valid generated vs reference.
+  the number of distinct elements: ``n`` valid generated structures drawn at random
+  (1,000 in the papers) against the whole reference (test) split.
 - Structure prediction (DiffCSP): for each reference structure one structure generated
   with its composition; match rate = fraction StructureMatcher-equivalent
   (stol 0.5, angle_tol 10, ltol 0.3); RMSE = mean over matches of StructureMatcher's
@@ -20,8 +23,11 @@ tables (CDVAE: Xie et al., ICLR 2022; DiffCSP: Jiao et al., NeurIPS 2023).
 
 from __future__ import annotations
 
+import json
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,6 +39,20 @@ from onnes.crystals import to_structure
 CSP_TOLERANCES = {"stol": 0.5, "angle_tol": 10.0, "ltol": 0.3}
 STRUCT_FEATURES = 61
 COMP_FEATURES = 132
+LITERATURE_SAMPLES = 1000  # valid structures behind the published Wasserstein distances
+
+
+@lru_cache(maxsize=1)
+def _cdvae_scaler() -> tuple[np.ndarray, np.ndarray]:
+    data = json.loads((Path(__file__).parent / "data" / "cdvae_magpie_scaler.json").read_text())
+    return np.asarray(data["means"]), np.asarray(data["stds"])
+
+
+def scale_composition(comp_fp: np.ndarray) -> np.ndarray:
+    """CDVAE's composition scaling: fixed MP-20 statistics, NaN features set to 0."""
+    means, stds = _cdvae_scaler()
+    scaled = (np.asarray(comp_fp, dtype=float) - means) / stds
+    return np.where(np.isnan(scaled), 0.0, scaled)
 
 
 def _fingerprint_rows(rows: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -40,7 +60,7 @@ def _fingerprint_rows(rows: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
     from matminer.featurizers.site.fingerprint import CrystalNNFingerprint
 
     crystal_nn = CrystalNNFingerprint.from_preset("ops")
-    magpie = ElementProperty.from_preset("magpie", impute_nan=True)
+    magpie = ElementProperty.from_preset("magpie", impute_nan=False)
     out = []
     for row in rows:
         struct_fp = np.full(STRUCT_FEATURES, np.nan)
@@ -52,7 +72,7 @@ def _fingerprint_rows(rows: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
                 comp_fp = np.asarray(magpie.featurize(structure.composition), dtype=float)
                 struct_fp = np.mean([crystal_nn.featurize(structure, i) for i in range(len(structure))], axis=0)
         except Exception:  # a structure CrystalNN cannot handle stays NaN and is left out
-            pass
+            struct_fp = np.full(STRUCT_FEATURES, np.nan)
         out.append((struct_fp, comp_fp))
     return out
 
@@ -79,23 +99,23 @@ def _matrix(column: pd.Series) -> np.ndarray:
 
 def coverage(generated: pd.DataFrame, reference: pd.DataFrame, struct_cutoff: float = 0.4,
              comp_cutoff: float = 10.0) -> dict:
-    """CDVAE coverage recall and precision from fingerprint tables (see module doc)."""
+    """CDVAE coverage recall and precision from fingerprint tables of all generated
+    structures and of the reference (see module doc)."""
     gen_s, ref_s = _matrix(generated.struct_fp), _matrix(reference.struct_fp)
     gen_c, ref_c = _matrix(generated.comp_fp), _matrix(reference.comp_fp)
-    keep_gen = np.isfinite(gen_s).all(1) & np.isfinite(gen_c).all(1)
-    keep_ref = np.isfinite(ref_s).all(1) & np.isfinite(ref_c).all(1)
+    num_generated = len(gen_s)
+    # CrystalNN failed: the row has no fingerprint (Magpie NaNs are scaled to 0 instead)
+    keep_gen, keep_ref = np.isfinite(gen_s).all(1), np.isfinite(ref_s).all(1)
     gen_s, gen_c, ref_s, ref_c = gen_s[keep_gen], gen_c[keep_gen], ref_s[keep_ref], ref_c[keep_ref]
+    counts = {"n_generated": int(num_generated), "n_fingerprinted": int(len(gen_s)),
+              "n_reference": int(len(ref_s))}
     if not len(gen_s) or not len(ref_s):
-        return {"cov_recall": 0.0, "cov_precision": 0.0, "n_generated": int(len(gen_s)),
-                "n_reference": int(len(ref_s))}
-    mean, std = ref_c.mean(0), ref_c.std(0)
-    std[std == 0] = 1.0
-    gen_c, ref_c = (gen_c - mean) / std, (ref_c - mean) / std
+        return {"cov_recall": 0.0, "cov_precision": 0.0, **counts}
+    gen_c, ref_c = scale_composition(gen_c), scale_composition(ref_c)
     struct_d, comp_d = cdist(gen_s, ref_s), cdist(gen_c, ref_c)  # (generated, reference)
     recall = (struct_d.min(0) <= struct_cutoff) & (comp_d.min(0) <= comp_cutoff)
     precision = (struct_d.min(1) <= struct_cutoff) & (comp_d.min(1) <= comp_cutoff)
-    return {"cov_recall": float(recall.mean()), "cov_precision": float(precision.mean()),
-            "n_generated": int(len(gen_s)), "n_reference": int(len(ref_s))}
+    return {"cov_recall": float(recall.mean()), "cov_precision": float(precision.sum() / num_generated), **counts}
 
 
 def _density_and_elements(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -110,14 +130,25 @@ def _density_and_elements(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return np.array(density), np.array(elements)
 
 
+def draw_valid(valid: pd.DataFrame, count: int, seed: int) -> pd.DataFrame:
+    """``count`` valid structures drawn at random without replacement (all of them when
+    fewer), as CDVAE draws the 1,000 behind its property distances."""
+    if len(valid) <= count:
+        return valid
+    picked = np.random.default_rng(seed).choice(len(valid), size=count, replace=False)
+    return valid.iloc[np.sort(picked)]
+
+
 def property_distances(generated: pd.DataFrame, reference: pd.DataFrame) -> dict:
-    """Wasserstein distances of density and number of elements (valid generated vs reference)."""
+    """Wasserstein distances of density and number of elements (the valid generated
+    structures given vs the whole reference)."""
     gen_rho, gen_nel = _density_and_elements(generated)
     ref_rho, ref_nel = _density_and_elements(reference)
     if not len(gen_rho) or not len(ref_rho):
         return {"wdist_density": None, "wdist_num_elements": None}
     return {"wdist_density": float(wasserstein_distance(gen_rho, ref_rho)),
-            "wdist_num_elements": float(wasserstein_distance(gen_nel, ref_nel))}
+            "wdist_num_elements": float(wasserstein_distance(gen_nel, ref_nel)),
+            "n_wdist_generated": int(len(gen_rho)), "n_wdist_reference": int(len(ref_rho))}
 
 
 def csp_match(predicted: pd.DataFrame, reference: pd.DataFrame) -> dict:

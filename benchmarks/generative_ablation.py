@@ -9,7 +9,9 @@ test split), with the hardware.
         --variant 'baseline={}' --variant 'types20={"train": {"loss_weights": {"types": 20}}}' \\
         --variant 'masked={"types": "masked"}' --samples 1000 --out results/ablation
 
-A variant is NAME=JSON, deep-merged into the model's config entry. Training budgets are
+A variant is NAME=JSON, deep-merged into the model's config entry; with a key
+"weights": OTHER it is not trained but samples the weights of variant OTHER of the same
+run with its own sampling settings (a sampling-only ablation). Training budgets are
 the entry's `train.steps` unless --steps or --minutes is given (--minutes converts a wall
 time into steps from a 30-step timing of the variant). Run it alone: a second busy
 process slows 2-thread torch many times over.
@@ -95,24 +97,32 @@ def main() -> None:
     rows = []
     for text in args.variant:
         name, override = parse_variant(text)
+        weights = override.pop("weights", None)
         out = args.out / args.model / name
+        out.mkdir(parents=True, exist_ok=True)
         settings = variant_settings(config, args.model, override, args.steps, args.samples)
-        if args.minutes:
-            steps = steps_for_minutes(settings, args.model, args.data, out, args.minutes, config["seed"])
-            settings["train"]["steps"] = steps
+        train_s = 0.0
+        if weights:
+            checkpoint = args.out / args.model / weights / "last.ckpt"
+            settings["train"]["steps"] = json.loads((checkpoint.parent / "figures.json").read_text())["steps"]
+        else:
+            checkpoint = out / "last.ckpt"
+            if args.minutes:
+                steps = steps_for_minutes(settings, args.model, args.data, out, args.minutes, config["seed"])
+                settings["train"]["steps"] = steps
+            started = time.perf_counter()
+            train(settings, args.model, args.data / "train.parquet", args.data / "val.parquet", out, config["seed"])
+            train_s = time.perf_counter() - started
         started = time.perf_counter()
-        train(settings, args.model, args.data / "train.parquet", args.data / "val.parquet", out, config["seed"])
-        train_s = time.perf_counter() - started
-        started = time.perf_counter()
-        sample_shard(out / "last.ckpt", 0, out / "samples.parquet", config["seed"], settings, name=args.model)
+        sample_shard(checkpoint, 0, out / "samples.parquet", config["seed"], settings, name=args.model)
         sample_s = time.perf_counter() - started
         figures = evaluate(read_table(out / "samples.parquet"), test, args.oxidation_states)
-        row = {"variant": name, "steps": settings["train"]["steps"], "train_s": round(train_s, 1),
+        row = {"variant": name + (f" (weights of {weights})" if weights else ""), "steps": settings["train"]["steps"], "train_s": round(train_s, 1),
                "sample_s": round(sample_s, 1), **{k: (round(v, 3) if v is not None else None)
                                                  for k, v in figures.items()}}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        (out / "figures.json").write_text(json.dumps({"override": override, **row}, indent=1))
+        (out / "figures.json").write_text(json.dumps({"override": override, "weights": weights, **row}, indent=1))
     table = pd.DataFrame(rows)
     print(table.to_markdown(index=False) if hasattr(table, "to_markdown") else table.to_string(index=False))
 

@@ -161,9 +161,52 @@ def test_masking_reveals_everything_by_the_end():
     assert (x < 5).all()
 
 
+def test_confident_unmasking_reveals_the_expected_count_most_certain_first():
+    process = Masking(num_types=4, order="confidence")
+    crystal = torch.tensor([0] * 6 + [1] * 4)
+    ctx = Context(crystal, 2)
+    x = process.prior((10, 4), None, "cpu")
+    logits = torch.zeros(10, 4)  # uncertain: every type at 1/4
+    logits[[0, 9], 0] = 20.0  # atoms 0 and 9 are certain of type 0
+    t, dt = torch.full((10, 1), 0.0), torch.full((10, 1), 1 / 6)  # expected reveals: 1 and 2/3 per crystal
+    revealed = torch.zeros(10)
+    for seed in range(200):
+        revealed += (process.step(x, logits, t, dt, ctx, torch.Generator().manual_seed(seed)) != 4).float()
+    assert revealed[0] == 200 and revealed[1:6].sum() == 0  # exactly one per step, the certain atom
+    assert 100 < revealed[9] < 170 and revealed[6:9].sum() == 0  # 2/3 on average, stochastically rounded
+
+
+def test_type_temperature_sharpens_draws():
+    logits = torch.log(torch.tensor([[0.6, 0.4]])).expand(4000, 2)
+    ctx = Context(torch.zeros(4000, dtype=torch.long), 1)
+    t, dt = torch.zeros(4000, 1), torch.ones(4000, 1)
+    shares = []
+    for temperature in (1.0, 0.25):
+        x = Masking(2, temperature=temperature).prior((4000, 2), None, "cpu")
+        drawn = Masking(2, temperature=temperature).step(x, logits, t, dt, ctx, torch.Generator().manual_seed(0))
+        shares.append((drawn == 0).float().mean().item())
+    assert abs(shares[0] - 0.6) < 0.03 and shares[1] > 0.8  # 0.6^4 / (0.6^4 + 0.4^4) = 0.84
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_composition_pooling_keeps_the_symmetries(family, dataset, vocabulary):
+    model = make_model(family, vocabulary, denoiser={"composition": True})
+    batch = dataset.batch([0, 1, 2], vocabulary)
+    perm = torch.cat([torch.randperm(int(n), generator=torch.Generator().manual_seed(2)) + int(o)
+                      for n, o in zip(batch.num_atoms, torch.cumsum(batch.num_atoms, 0) - batch.num_atoms)])
+    permuted = type(batch)(batch.types[perm], batch.frac[perm], batch.lattice, batch.num_atoms, batch.crystal)
+    lat, frac, types = net_outputs(model, batch)
+    lat_p, frac_p, types_p = net_outputs(model, permuted)
+    assert torch.allclose(lat, lat_p, atol=1e-5) and torch.allclose(types[perm], types_p, atol=1e-5)
+    shifted = net_outputs(model, batch, frac=wrap(batch.frac + torch.tensor([0.2, 0.4, -0.1])))
+    assert torch.allclose(types, shifted[2], atol=1e-4)
+
+
 CASES = [
     ("flow", {}),
     ("flow", {"types": "masked"}),
+    ("flow", {"types": "masked", "denoiser": {"composition": True},
+              "sample": {"unmasking": "confidence", "type_temperature": 0.8}}),
     ("flow", {"sample": {"heun": True}}),
     ("diffusion", {}),
     ("interpolant", {}),

@@ -72,6 +72,17 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def fill_model_defaults(entry: dict[str, Any]) -> dict[str, Any]:
+    """Fill the schema's defaults into one model entry (in place) and validate it; for
+    settings stored in a checkpoint written before a key existed."""
+    schema = load_schema()
+    validator = _validator_with_defaults()({**schema["$defs"]["model"], "$defs": schema["$defs"]})
+    errors = sorted(validator.iter_errors(entry), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(_describe(errors[0]))
+    return entry
+
+
 def check_semantics(config: dict[str, Any]) -> None:
     """Checks the JSON schema cannot express."""
     data = config["data"]

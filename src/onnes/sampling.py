@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from onnes.config import fill_model_defaults
 from onnes.crystals import write_table
 from onnes.models.batch import Vocabulary
 from onnes.models.model import GenerativeModel, default_steps
@@ -33,6 +34,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     state = checkpoint.load(path, map_location=device)
     vocabulary = state["vocabulary"]
     settings = state["settings"] if sample_settings is None else {**state["settings"], "sample": sample_settings}
+    # A checkpoint written before a setting existed gets the schema's default for it.
+    settings = fill_model_defaults(settings)
     model = GenerativeModel(settings, len(vocabulary))
     model.load_state_dict(state["state_dict"])
     return model.to(device).eval(), state

@@ -37,6 +37,15 @@ class DenoiserSpec:
     # zero-initialised module per layer instead of the shared context, so a pretrained
     # unconditional denoiser is unchanged until the adapters learn.
     adapters: bool = False
+    # Cell composition pooling: the mean type input of each cell (its composition, as far
+    # as it is known at time t) is embedded into every atom's initial state, and a copy
+    # term with one learned gate per atom, shared by all elements (a pointer/copy
+    # mechanism, See et al. 2017), favours the elements the cell already has. Masked
+    # types: logits += gate_i * log(revealed fraction + 0.01), i.e. p ~ p_net * frac^gate;
+    # continuous types: outputs += gate_i * mean type input. Without it an atom must learn,
+    # element by element, to take an element its cell already has.
+    composition: bool = False
+    masked_types: bool = False  # types enter as one-hot + mask channel (masking process)
 
 
 def sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -96,6 +105,10 @@ class Denoiser(nn.Module):
         self.frac_out = nn.Linear(h, 3 * n_frac, bias=False)
         self.types_out = nn.Linear(h, spec.num_types * n_types)
         self.lattice_out = nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 6 * n_lat))
+        if spec.composition:
+            self.composition_in = nn.Linear(spec.num_types + 1, h)
+            self.composition_gate = nn.Linear(h, n_types)
+            nn.init.ones_(self.composition_gate.bias)  # start from p ~ p_net * frac
 
     @staticmethod
     def _adapter(h: int) -> nn.Sequential:
@@ -103,6 +116,16 @@ class Denoiser(nn.Module):
         nn.init.zeros_(adapter[-1].weight)
         nn.init.zeros_(adapter[-1].bias)
         return adapter
+
+    def _copy_term(self, composition: torch.Tensor) -> torch.Tensor:
+        """(B, K) per cell: log of the revealed elements' fractions for masked types (the
+        last input channel is the mask), the mean type input for continuous ones."""
+        elements = composition[:, : self.spec.num_types]
+        if not self.spec.masked_types:
+            return elements
+        revealed = elements.sum(-1, keepdim=True)
+        fractions = torch.where(revealed > 0, elements / revealed.clamp_min(1e-9), torch.zeros_like(elements))
+        return torch.log(fractions + 0.01)
 
     def adapter_parameters(self) -> list[nn.Parameter]:
         """What an adapter fine-tune trains: the condition embedding and the adapters."""
@@ -134,6 +157,10 @@ class Denoiser(nn.Module):
             if not self.spec.adapters:
                 context = context + embedded
         h = self.type_in(types_in) + context[crystal]
+        if self.spec.composition:
+            composition = torch.zeros(len(num_atoms), types_in.shape[-1], device=h.device, dtype=types_in.dtype)
+            composition = composition.index_add_(0, crystal, types_in) / num_atoms.unsqueeze(-1).to(types_in.dtype)
+            h = h + self.composition_in(composition)[crystal]
         d = frac[dst] - frac[src]
         d = d - torch.round(d)  # minimum image on the torus, in [-0.5, 0.5]
         edge_feats = torch.cat([fourier_features(d, self.spec.fourier), lattice_feats[crystal[src]]], dim=-1)
@@ -145,4 +172,8 @@ class Denoiser(nn.Module):
         h = self.out_norm(h)
         pooled = torch.zeros(len(num_atoms), h.shape[-1], device=h.device, dtype=h.dtype).index_add_(0, crystal, h)
         pooled = pooled / num_atoms.unsqueeze(-1).to(h.dtype)
-        return self.lattice_out(pooled), self.frac_out(h), self.types_out(h)
+        types = self.types_out(h)
+        if self.spec.composition:  # copy term: one gate per output head, shared by all elements
+            gate = self.composition_gate(h)  # (N, heads)
+            types = types + (gate.unsqueeze(-1) * self._copy_term(composition)[crystal].unsqueeze(1)).flatten(1)
+        return self.lattice_out(pooled), self.frac_out(h), types

@@ -37,7 +37,9 @@ def build_processes(settings: dict[str, Any], num_types: int) -> dict[str, Proce
         names[modality] = override.pop("name", names[modality])
         kwargs[modality] = override
     if settings["types"] == "masked":
-        names["types"], kwargs["types"] = "masking", {"num_types": num_types}
+        names["types"], kwargs["types"] = "masking", {"num_types": num_types,
+                                                      "temperature": settings["sample"]["type_temperature"],
+                                                      "order": settings["sample"]["unmasking"]}
     return {m: PROCESSES[names[m]](**kwargs[m]) for m in MODALITIES}
 
 
@@ -51,7 +53,7 @@ class GenerativeModel(nn.Module):
         cond_columns = settings["conditioning"]["columns"]
         adapters = bool(settings.get("adapter", {}).get("base"))
         spec = DenoiserSpec(num_types=num_types, heads=heads, cond_dim=len(cond_columns), adapters=adapters,
-                            **settings["denoiser"])
+                            masked_types=isinstance(self.processes["types"], Masking), **settings["denoiser"])
         self.denoiser = Denoiser(spec)
         if cond_columns:  # the condition is standardised with the training set's statistics
             self.register_buffer("cond_mean", torch.zeros(len(cond_columns)))

@@ -328,13 +328,23 @@ class PeriodicInterpolant(Interpolant):
 class Masking(Process):
     """Absorbing-state discrete diffusion on atom types (linear schedule): at time t each
     type is revealed with probability t, else replaced by the mask token. The network
-    predicts logits of the clean type; unmasking while sampling draws from them."""
+    predicts logits of the clean type; unmasking while sampling draws from them.
+
+    Sampling knobs (no retraining): ``temperature`` divides the logits before a type is
+    drawn; ``order`` picks which masked atoms are revealed at a step: ``random`` (each
+    with probability dt / (1 - t), the exact reverse process) or ``confidence`` (the same
+    expected number per crystal, taken where the network is most certain: MaskGIT, Chang
+    et al. 2022), so the first elements fixed in a cell are the ones the rest agree on.
+    """
 
     deterministic = False
 
-    def __init__(self, num_types: int):
+    def __init__(self, num_types: int, temperature: float = 1.0, order: str = "random"):
+        if order not in ("random", "confidence"):
+            raise ValueError(f"unknown unmasking order '{order}' (random or confidence)")
         self.num_types = num_types
         self.mask = num_types
+        self.temperature, self.order = temperature, order
 
     def prior(self, shape, gen, device):
         return torch.full(shape[:1], self.mask, dtype=torch.long, device=device)
@@ -353,9 +363,31 @@ class Masking(Process):
         masked = x == self.mask
         p_unmask = (dt.squeeze(-1) / (1 - t.squeeze(-1)).clamp_min(1e-6)).clamp(0, 1)
         p_unmask = torch.where(t_next >= 1 - 1e-6, torch.ones_like(p_unmask), p_unmask)
-        unmask = masked & (torch.rand(x.shape, generator=gen, device=x.device) < p_unmask)
-        drawn = torch.multinomial(torch.softmax(pred.float(), -1), 1, generator=gen).squeeze(-1)
+        probs = torch.softmax(pred.float() / self.temperature, -1)
+        drawn = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        if self.order == "random":
+            unmask = masked & (torch.rand(x.shape, generator=gen, device=x.device) < p_unmask)
+        else:
+            unmask = self._most_confident(masked, probs.gather(-1, drawn.unsqueeze(-1)).squeeze(-1), p_unmask, ctx,
+                                          gen)
         return torch.where(unmask, drawn, x)
+
+    @staticmethod
+    def _most_confident(masked, confidence, p_unmask, ctx, gen):
+        """Per crystal, reveal round(p * masked count) (stochastically rounded) of its
+        masked atoms: those whose drawn type has the highest probability."""
+        crystal = ctx.crystal
+        expected = torch.zeros(ctx.num_crystals, device=masked.device).index_add_(0, crystal, masked * p_unmask)
+        quota = torch.floor(expected + torch.rand(expected.shape, generator=gen, device=masked.device))
+        score = torch.where(masked, confidence, torch.full_like(confidence, -1.0))  # confidences lie in [0, 1]
+        # Sort by crystal, then by descending score; an atom's rank within its crystal
+        # is its sorted position minus the crystal's offset.
+        order = torch.argsort(crystal.to(score.dtype) * 4.0 - score)
+        counts = torch.bincount(crystal, minlength=ctx.num_crystals)
+        offsets = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order), device=order.device) - offsets[crystal[order]]
+        return masked & (rank < quota[crystal])
 
     def finalize(self, x):
         return x

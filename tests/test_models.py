@@ -189,8 +189,10 @@ def test_type_temperature_sharpens_draws():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_composition_pooling_keeps_the_symmetries(family, dataset, vocabulary):
-    model = make_model(family, vocabulary, denoiser={"composition": True})
+def test_composition_pooling_and_element_features_keep_the_symmetries(family, dataset, vocabulary):
+    model = make_model(family, vocabulary, denoiser={"composition": True, "element_features": True})
+    model.set_vocabulary(vocabulary.atomic_numbers)
+    assert model.denoiser.elements.abs().sum() > 0
     batch = dataset.batch([0, 1, 2], vocabulary)
     perm = torch.cat([torch.randperm(int(n), generator=torch.Generator().manual_seed(2)) + int(o)
                       for n, o in zip(batch.num_atoms, torch.cumsum(batch.num_atoms, 0) - batch.num_atoms)])
@@ -200,6 +202,16 @@ def test_composition_pooling_keeps_the_symmetries(family, dataset, vocabulary):
     assert torch.allclose(lat, lat_p, atol=1e-5) and torch.allclose(types[perm], types_p, atol=1e-5)
     shifted = net_outputs(model, batch, frac=wrap(batch.frac + torch.tensor([0.2, 0.4, -0.1])))
     assert torch.allclose(types, shifted[2], atol=1e-4)
+
+
+def test_element_features_carry_oxidation_states():
+    from onnes.models.elements import OXIDATION_STATES, element_features
+
+    features = element_features([8, 11, 17])  # O, Na, Cl
+    states = features[:, 5:]
+    assert states[0, OXIDATION_STATES.index(-2)] == 1 and states[1, OXIDATION_STATES.index(1)] == 1
+    assert states[2, OXIDATION_STATES.index(-1)] == 1 and features[1, 4] == 1  # Na is a metal
+    assert np.isfinite(element_features([2, 10, 18])).all()  # noble gases: no electronegativity
 
 
 CASES = [

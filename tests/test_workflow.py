@@ -140,6 +140,12 @@ def test_demo_trains_samples_and_screens_every_family(demo_run, model):
     assert summary["valid_struct_fraction"] >= 0.7
     assert len(list((results / f"samples/{model}/shards").glob("*.parquet"))) == 2
     check_screening(results, model)
+    # Realistic compositions at the demo's budget (README, "Generative quality"): SMACT
+    # validity with the literature's oxidation states, and about as many elements per
+    # cell as MP-20 has.
+    screened = crystals.read_table(results / f"screen/{model}/screened.parquet")
+    assert screened.valid_comp.mean() >= 0.7
+    assert json.loads((results / f"screen/{model}/metrics.json").read_text())["wdist_num_elements"] <= 1.0
 
 
 def check_screening(results, source):

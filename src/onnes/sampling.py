@@ -34,7 +34,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     state = checkpoint.load(path, map_location=device)
     vocabulary = state["vocabulary"]
     settings = state["settings"] if sample_settings is None else {**state["settings"], "sample": sample_settings}
-    # A checkpoint written before a setting existed gets the schema's default for it.
+    # A checkpoint written before a setting existed gets the schema's default for it, but
+    # the architecture it was trained with: composition pooling and element descriptors
+    # did not exist then.
+    legacy = {"composition": False, "element_features": False}
+    settings = {**settings, "denoiser": {**legacy, **settings["denoiser"]}}
     settings = fill_model_defaults(settings)
     model = GenerativeModel(settings, len(vocabulary))
     model.load_state_dict(state["state_dict"])

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from onnes.models.batch import edges
+from onnes.models.elements import NUM_FEATURES
 from onnes.models.lattice import gram_features
 
 
@@ -46,6 +47,10 @@ class DenoiserSpec:
     # element by element, to take an element its cell already has.
     composition: bool = False
     masked_types: bool = False  # types enter as one-hot + mask channel (masking process)
+    # Chemical element descriptors (``elements.element_features``, a buffer filled from
+    # the vocabulary) enter each atom's state and give the type outputs a readout
+    # h W d_k shared by chemically similar elements k.
+    element_features: bool = False
 
 
 def sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -105,6 +110,10 @@ class Denoiser(nn.Module):
         self.frac_out = nn.Linear(h, 3 * n_frac, bias=False)
         self.types_out = nn.Linear(h, spec.num_types * n_types)
         self.lattice_out = nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 6 * n_lat))
+        if spec.element_features:
+            self.register_buffer("elements", torch.zeros(spec.num_types, NUM_FEATURES))
+            self.elements_in = nn.Linear(NUM_FEATURES, h)
+            self.elements_out = nn.Linear(h, NUM_FEATURES * n_types, bias=False)
         if spec.composition:
             self.composition_in = nn.Linear(spec.num_types + 1, h)
             self.composition_gate = nn.Linear(h, n_types)
@@ -123,9 +132,7 @@ class Denoiser(nn.Module):
         elements = composition[:, : self.spec.num_types]
         if not self.spec.masked_types:
             return elements
-        revealed = elements.sum(-1, keepdim=True)
-        fractions = torch.where(revealed > 0, elements / revealed.clamp_min(1e-9), torch.zeros_like(elements))
-        return torch.log(fractions + 0.01)
+        return torch.log((elements > 0).to(elements.dtype) + 0.01)
 
     def adapter_parameters(self) -> list[nn.Parameter]:
         """What an adapter fine-tune trains: the condition embedding and the adapters."""
@@ -157,6 +164,8 @@ class Denoiser(nn.Module):
             if not self.spec.adapters:
                 context = context + embedded
         h = self.type_in(types_in) + context[crystal]
+        if self.spec.element_features:  # a masked atom has no element yet: zero descriptors
+            h = h + self.elements_in(types_in[:, : self.spec.num_types] @ self.elements)
         if self.spec.composition:
             composition = torch.zeros(len(num_atoms), types_in.shape[-1], device=h.device, dtype=types_in.dtype)
             composition = composition.index_add_(0, crystal, types_in) / num_atoms.unsqueeze(-1).to(types_in.dtype)
@@ -173,6 +182,9 @@ class Denoiser(nn.Module):
         pooled = torch.zeros(len(num_atoms), h.shape[-1], device=h.device, dtype=h.dtype).index_add_(0, crystal, h)
         pooled = pooled / num_atoms.unsqueeze(-1).to(h.dtype)
         types = self.types_out(h)
+        if self.spec.element_features:  # (N, heads, F) @ (F, K): a descriptor-space readout
+            heads = self.elements_out(h).view(len(h), -1, NUM_FEATURES)
+            types = types + (heads @ self.elements.T).flatten(1)
         if self.spec.composition:  # copy term: one gate per output head, shared by all elements
             gate = self.composition_gate(h)  # (N, heads)
             types = types + (gate.unsqueeze(-1) * self._copy_term(composition)[crystal].unsqueeze(1)).flatten(1)

@@ -15,6 +15,7 @@ from torch import nn
 
 from onnes.models.batch import CrystalBatch, crystal_index
 from onnes.models.denoiser import Denoiser, DenoiserSpec
+from onnes.models.elements import element_features
 from onnes.models.lattice import LatticeNormalizer, matrix_from_params, params_from_matrix
 from onnes.models.processes import FAMILIES, PROCESSES, T_EPS, Context, Masking, Process
 
@@ -66,6 +67,12 @@ class GenerativeModel(nn.Module):
         # log(1 + x) spreads a heavy-tailed property such as Tc (most 3DSC entries are
         # below 1 K, a few near 100 K) over a range the embedding can resolve.
         return torch.log1p(values.clamp_min(0)) if self.settings["conditioning"].get("log1p") else values
+
+    def set_vocabulary(self, atomic_numbers) -> None:
+        """Fill the element-descriptor buffer for the vocabulary (when the denoiser uses it)."""
+        if self.denoiser.spec.element_features:
+            features = torch.from_numpy(element_features(atomic_numbers))
+            self.denoiser.elements.copy_(features.to(self.denoiser.elements.device))
 
     def set_condition_stats(self, values: torch.Tensor) -> None:
         values = self._transform_condition(values)

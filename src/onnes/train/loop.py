@@ -229,6 +229,7 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
     train_set, val_set, vocabulary, normalizer, histogram = prepare_data(settings, train_path, val_path,
                                                                          base_vocabulary)
     model = GenerativeModel(settings, len(vocabulary), normalizer)
+    model.set_vocabulary(vocabulary.atomic_numbers)
     if base is not None:
         missing, unexpected = model.load_state_dict(base["state_dict"], strict=False)
         if unexpected or any(not k.startswith(("denoiser.adapters", "denoiser.cond_in", "denoiser.null_cond",

@@ -21,7 +21,9 @@ rule screen_match:
             runtime=120,
         ),
     params:
-        settings=screen_settings(["min_distance", "min_volume", "oxidation_states", "matcher"]),
+        settings=screen_settings(
+            ["min_distance", "min_volume", "oxidation_states", "matcher"]
+        ),
     shell:
         "onnes screen match --samples {input.samples:q} --reference {input.reference:q} --out {output:q}"
         " --threads {threads} --settings {params.settings} > {log:q} 2>&1"

@@ -45,7 +45,7 @@ def test_bad_config_names_the_key(config, named):
         cfg.validate(config)
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml", "gpu.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml", "gpu.yaml", "quality.yaml"])
 def test_presets_are_valid_for_onnes_and_snakemake(name):
     config = cfg.load(REPO / "config" / name)
     raw = yaml.safe_load((REPO / "config" / name).read_text())

@@ -101,3 +101,16 @@ def test_wasserstein_sample_is_seeded_and_bounded(reference):
     assert len(drawn) == 2 and drawn.id.tolist() == metrics.draw_valid(reference, 2, seed=0).id.tolist()
     distances = metrics.property_distances(drawn, reference)
     assert distances["n_wdist_generated"] == 2 and distances["n_wdist_reference"] == 3
+
+
+def test_collapsed_cells_get_no_fingerprint_but_count_as_generated(reference, reference_fp):
+    """Coverage fingerprints every generated structure, valid or not; a collapsed cell
+    (CDVAE cannot build it) is a fingerprint failure, not a stall."""
+    collapsed = reference.iloc[[0]].copy()
+    flat = np.reshape(collapsed.lattice.iloc[0], (3, 3)).copy()
+    flat[2] = flat[0] + flat[1] * 1e-7
+    collapsed.at[collapsed.index[0], "lattice"] = flat.reshape(-1).tolist()
+    fp = metrics.fingerprints(collapsed)
+    assert not np.isfinite(fp.struct_fp[0]).any() and len(fp.comp_fp[0]) == metrics.COMP_FEATURES
+    result = metrics.coverage(pd.concat([reference_fp, fp], ignore_index=True), reference_fp)
+    assert result["n_generated"] == 4 and result["cov_precision"] == pytest.approx(3 / 4)

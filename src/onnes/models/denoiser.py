@@ -42,7 +42,8 @@ class DenoiserSpec:
     # as it is known at time t) is embedded into every atom's initial state, and a copy
     # term with one learned gate per atom, shared by all elements (a pointer/copy
     # mechanism, See et al. 2017), favours the elements the cell already has. Masked
-    # types: logits += gate_i * log(revealed fraction + 0.01), i.e. p ~ p_net * frac^gate;
+    # types: logits += gate_i * log(1[element revealed in the cell] + 0.01), so at gate 1
+    # an element the cell lacks is 100 times less likely than the network alone says;
     # continuous types: outputs += gate_i * mean type input. Without it an atom must learn,
     # element by element, to take an element its cell already has.
     composition: bool = False
@@ -117,7 +118,7 @@ class Denoiser(nn.Module):
         if spec.composition:
             self.composition_in = nn.Linear(spec.num_types + 1, h)
             self.composition_gate = nn.Linear(h, n_types)
-            nn.init.ones_(self.composition_gate.bias)  # start from p ~ p_net * frac
+            nn.init.ones_(self.composition_gate.bias)  # start with the copy prior at gate 1
 
     @staticmethod
     def _adapter(h: int) -> nn.Sequential:
@@ -127,8 +128,9 @@ class Denoiser(nn.Module):
         return adapter
 
     def _copy_term(self, composition: torch.Tensor) -> torch.Tensor:
-        """(B, K) per cell: log of the revealed elements' fractions for masked types (the
-        last input channel is the mask), the mean type input for continuous ones."""
+        """(B, K) per cell: for masked types (the last input channel is the mask), 0 for
+        an element revealed in the cell and log(0.01) for one it lacks; for continuous
+        types, the mean type input."""
         elements = composition[:, : self.spec.num_types]
         if not self.spec.masked_types:
             return elements

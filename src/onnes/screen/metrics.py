@@ -40,6 +40,7 @@ CSP_TOLERANCES = {"stol": 0.5, "angle_tol": 10.0, "ltol": 0.3}
 STRUCT_FEATURES = 61
 COMP_FEATURES = 132
 LITERATURE_SAMPLES = 1000  # valid structures behind the published Wasserstein distances
+MIN_VOLUME = 0.1  # A^3: a smaller (collapsed) cell gets no fingerprint, as in CDVAE
 
 
 @lru_cache(maxsize=1)
@@ -70,7 +71,9 @@ def _fingerprint_rows(rows: list[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
                 warnings.simplefilter("ignore")
                 structure = to_structure(dict(zip(("species", "frac_coords", "lattice"), row)))
                 comp_fp = np.asarray(magpie.featurize(structure.composition), dtype=float)
-                struct_fp = np.mean([crystal_nn.featurize(structure, i) for i in range(len(structure))], axis=0)
+                if structure.volume >= MIN_VOLUME:  # CDVAE builds no structure below it
+                    struct_fp = np.mean([crystal_nn.featurize(structure, i) for i in range(len(structure))],
+                                        axis=0)
         except Exception:  # a structure CrystalNN cannot handle stays NaN and is left out
             struct_fp = np.full(STRUCT_FEATURES, np.nan)
         out.append((struct_fp, comp_fp))

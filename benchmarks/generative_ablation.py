@@ -13,7 +13,7 @@ A variant is NAME=JSON, deep-merged into the model's config entry; with a key
 "weights": OTHER it is not trained but samples the weights of variant OTHER of the same
 run with its own sampling settings (a sampling-only ablation). Training budgets are
 the entry's `train.steps` unless --steps or --minutes is given (--minutes converts a wall
-time into steps from a 30-step timing of the variant). Run it alone: a second busy
+time into steps from the time difference of a 20-step and a 60-step run of the variant). Run it alone: a second busy
 process slows 2-thread torch many times over.
 """
 
@@ -120,14 +120,13 @@ def main() -> None:
         sample_shard(checkpoint, 0, out / "samples.parquet", config["seed"], settings, name=args.model)
         sample_s = time.perf_counter() - started
         figures = evaluate(read_table(out / "samples.parquet"), test, args.oxidation_states)
-        row = {"variant": name + (f" (weights of {weights})" if weights else ""), "steps": settings["train"]["steps"], "train_s": round(train_s, 1),
-               "sample_s": round(sample_s, 1), **{k: (round(v, 3) if v is not None else None)
-                                                 for k, v in figures.items()}}
+        row = {"variant": name + (f" (weights of {weights})" if weights else ""),
+               "steps": settings["train"]["steps"], "train_s": round(train_s, 1), "sample_s": round(sample_s, 1),
+               **{k: (round(v, 3) if v is not None else None) for k, v in figures.items()}}
         rows.append(row)
         print(json.dumps(row), flush=True)
         (out / "figures.json").write_text(json.dumps({"override": override, "weights": weights, **row}, indent=1))
-    table = pd.DataFrame(rows)
-    print(table.to_markdown(index=False) if hasattr(table, "to_markdown") else table.to_string(index=False))
+    print(pd.DataFrame(rows).to_string(index=False))
 
 
 if __name__ == "__main__":

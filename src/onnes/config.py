@@ -59,15 +59,22 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config key '{path or '<top level>'}': {error.message}"
 
 
+def _fill_and_check(instance: dict[str, Any], schema: dict) -> dict[str, Any]:
+    """Fill ``schema``'s defaults into ``instance`` (in place); raise ConfigError naming
+    the first offending key."""
+    validator = _validator_with_defaults()(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(_describe(errors[0]))
+    return instance
+
+
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Fill defaults into ``config`` (in place) and validate it; return it.
 
     Raises ConfigError naming the first offending key.
     """
-    validator = _validator_with_defaults()(load_schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise ConfigError(_describe(errors[0]))
+    _fill_and_check(config, load_schema())
     check_semantics(config)
     return config
 
@@ -76,11 +83,7 @@ def fill_model_defaults(entry: dict[str, Any]) -> dict[str, Any]:
     """Fill the schema's defaults into one model entry (in place) and validate it; for
     settings stored in a checkpoint written before a key existed."""
     schema = load_schema()
-    validator = _validator_with_defaults()({**schema["$defs"]["model"], "$defs": schema["$defs"]})
-    errors = sorted(validator.iter_errors(entry), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise ConfigError(_describe(errors[0]))
-    return entry
+    return _fill_and_check(entry, {**schema["$defs"]["model"], "$defs": schema["$defs"]})
 
 
 def check_semantics(config: dict[str, Any]) -> None:

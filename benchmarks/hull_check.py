@@ -27,7 +27,7 @@ from curate_all import hardware  # noqa: E402
 from onnes.crystals import read_table, to_structure  # noqa: E402
 from onnes.screen.hull import (  # noqa: E402
     ConvexHull, element_counts, build_references, elemental_potentials, evaluate_stability, mp2020_corrected_energy)
-from onnes.screen.relax import RelaxSettings, load_chgnet, relax_batch  # noqa: E402
+from onnes.screen.relax import RelaxSettings, load_chgnet, relax_rows  # noqa: E402
 from pymatgen.core import Composition  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def main() -> None:
     report("1. DFT formation energies on this hull vs MP e_above_hull", dft, mp_hull)
 
     started = time.perf_counter()
-    relaxed = relax_batch(load_chgnet(args.device), table, RelaxSettings())
+    relaxed = relax_rows(load_chgnet(args.device), table, RelaxSettings(reject_above_hull=None))
     print(f"CHGNet relaxation: {len(table)} structures in {time.perf_counter() - started:.1f} s; "
           f"{relaxed.relax_status.value_counts().to_dict()}")
     stability = evaluate_stability(relaxed, hull)

@@ -31,7 +31,9 @@ rule screen_match:
 
 rule relax_shard:
     input:
-        f"{RESULTS}/screen/{{model}}/matched.parquet",
+        matched=f"{RESULTS}/screen/{{model}}/matched.parquet",
+        references=f"{RESULTS}/screen/hull_references.parquet",
+        elements=f"{CACHE}/{AUXILIARY_FILES[1]}",
     output:
         f"{RESULTS}/screen/{{model}}/relax/{{shard}}.parquet",
     log:
@@ -49,7 +51,8 @@ rule relax_shard:
     params:
         settings=screen_settings(relax_keys=list(config["relax"])),
     shell:
-        "onnes relax --table {input:q} --out {output:q} --shard {wildcards.shard}"
+        "onnes relax --table {input.matched:q} --out {output:q} --shard {wildcards.shard}"
+        " --references {input.references:q} --elements {input.elements:q}"
         " --settings {params.settings} > {log:q} 2>&1"
 
 

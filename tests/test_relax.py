@@ -1,5 +1,6 @@
-"""Batched CHGNet relaxation: same result as chgnet's StructOptimizer, reasoned rejects,
-resumable chunks."""
+"""Batched CHGNet relaxation: the same trajectory as ASE's FIRE + FrechetCellFilter (what
+chgnet's StructOptimizer runs), in-flight batching that does not change results, early
+rejection with reasons, reasoned rejects, resumable parts."""
 
 import numpy as np
 import pandas as pd
@@ -8,14 +9,8 @@ from conftest import rocksalt, silicon
 
 from onnes import crystals
 from onnes.screen import relax as relax_module
-from onnes.screen.relax import RelaxSettings, relax_batch, relax_table
-
-pytest.importorskip("chgnet")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return relax_module.load_chgnet("cpu")
+from onnes.screen.fire import BatchFire
+from onnes.screen.relax import EarlyRejection, RelaxSettings, relax_rows, relax_table
 
 
 def perturbed_table():
@@ -27,22 +22,105 @@ def perturbed_table():
     return crystals.from_structures(structures, ["nacl", "si"], "test")
 
 
+def test_batched_fire_follows_ase_fire_with_the_frechet_cell_filter():
+    """Two cells of different sizes in one batch, EMT forces and stresses: 40 steps of
+    the vectorised optimiser reproduce ASE's positions and cells step by step."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import FIRE
+
+    rng = np.random.default_rng(1)
+    cells = [bulk("Cu", "fcc", a=3.75, cubic=True), bulk("Al", "fcc", a=4.0).repeat((2, 1, 1))]
+    for atoms in cells:
+        atoms.set_cell(atoms.cell[:] @ (np.eye(3) + rng.normal(0, 0.03, (3, 3))), scale_atoms=True)
+        atoms.positions += rng.normal(0, 0.08, atoms.positions.shape)
+    references = [atoms.copy() for atoms in cells]
+    optimisers = []
+    for atoms in references:
+        atoms.calc = EMT()
+        optimisers.append(FIRE(FrechetCellFilter(atoms), logfile=None))
+    fire = BatchFire()
+    mirror = [atoms.copy() for atoms in cells]
+    for atoms in mirror:
+        fire.add(atoms.positions.copy(), atoms.cell[:].copy())
+    for _ in range(40):
+        lattice, positions = fire.cells_and_positions()
+        forces, stresses = [], []
+        for atoms, cell, pos in zip(mirror, lattice, positions):
+            atoms.set_cell(cell)
+            atoms.positions = pos
+            atoms.calc = EMT()
+            forces.append(atoms.get_forces())
+            stresses.append(atoms.get_stress(voigt=False))
+        for optimiser in optimisers:
+            optimiser.step()
+        fire.step(*fire.generalised_forces(np.concatenate(forces), np.stack(stresses)))
+    lattice, positions = fire.cells_and_positions()
+    for atoms, cell, pos in zip(references, lattice, positions):
+        assert np.abs(atoms.cell[:] - cell).max() < 1e-8
+        assert np.abs(atoms.positions - pos).max() < 1e-8
+    assert np.abs(references[0].cell[:] - cells[0].cell[:]).max() > 1e-3  # the cells did move
+
+
+@pytest.fixture(scope="module")
+def model():
+    pytest.importorskip("chgnet")
+    return relax_module.load_chgnet("cpu")
+
+
 def test_batched_relaxation_matches_struct_optimizer(model):
     from chgnet.model import StructOptimizer
 
     table = perturbed_table()
     settings = RelaxSettings(max_steps=200)
-    result = relax_batch(model, table, settings).set_index("id")
+    result = relax_rows(model, table, settings).set_index("id")
     optimizer = StructOptimizer(model=model, use_device="cpu")
     for _, row in table.iterrows():
         reference = optimizer.relax(crystals.to_structure(row), fmax=settings.fmax, steps=settings.max_steps,
                                     verbose=False)
         energy = reference["trajectory"].energies[-1] / len(row["species"])
         assert result.loc[row["id"], "relax_converged"]
-        assert result.loc[row["id"], "energy_chgnet_per_atom"] == pytest.approx(energy, abs=1e-3)
+        # chgnet records the start, every step, and the end once more
+        assert result.loc[row["id"], "relax_steps"] == len(reference["trajectory"].energies) - 2
+        assert result.loc[row["id"], "energy_chgnet_per_atom"] == pytest.approx(energy, abs=1e-4)
         assert result.loc[row["id"], "fmax"] < settings.fmax
     relaxed = crystals.to_structure(result.reset_index().iloc[0])
     assert relaxed.composition.reduced_formula == "NaCl"
+
+
+def test_in_flight_batching_does_not_change_results(model):
+    """A budget of one cell per call (structures queue and take freed places) gives the
+    same relaxations as one batch of all."""
+    table = pd.concat([perturbed_table()] * 3, ignore_index=True)
+    table["id"] = [f"{i}-{k}" for k, i in enumerate(table.id)]
+    together = relax_rows(model, table, RelaxSettings(max_steps=60, batch_atoms=1000))
+    queued = relax_rows(model, table, RelaxSettings(max_steps=60, batch_atoms=8))
+    assert queued.id.tolist() == table.id.tolist()
+    assert (together.relax_steps == queued.relax_steps).all()
+    np.testing.assert_allclose(together.energy_chgnet_per_atom, queued.energy_chgnet_per_atom, atol=1e-4)
+
+
+def test_structures_far_above_the_hull_are_rejected_early_with_the_figure(model):
+    table = perturbed_table()
+    settings = RelaxSettings(max_steps=200, reject_after=3, reject_above_hull=0.5)
+    # a hull 10 eV/atom below anything CHGNet predicts for silicon; none known for NaCl
+    result = relax_rows(model, table, settings, reference_energy=lambda s: -15.0 if s[0] == 14 else None
+                        ).set_index("id")
+    assert result.relax_status["si"] == "rejected_early" and result.relax_steps["si"] == 3
+    assert "above the hull after 3 steps" in result.relax_error["si"]
+    assert np.isfinite(result.energy_chgnet["si"]) and len(result.lattice["si"]) == 9
+    assert result.relax_status["nacl"] == "converged"
+
+
+def test_exploding_cells_are_rejected_and_nothing_before_reject_after():
+    settings = RelaxSettings(reject_after=10, reject_above_hull=1.0, reject_volume_ratio=4.0)
+    rejection = EarlyRejection(settings, None)
+    reasons = rejection.reasons(steps=[9, 10, 10, 10], energy_per_atom=[5.0, -3.0, -3.0, 1.0],
+                                hull_reference=[-4.0, -4.0, -4.0, np.nan], volume_ratio=[9.0, 1.0, 0.2, 5.0])
+    assert reasons[0] is None  # too early for either rule
+    assert reasons[1] is None  # 1.0 eV/atom above: not beyond the margin
+    assert "volume x0.20" in reasons[2] and "volume x5.00" in reasons[3]
 
 
 def test_bad_structures_are_rejected_with_reasons(model):
@@ -55,7 +133,7 @@ def test_bad_structures_are_rejected_with_reasons(model):
     big = crystals.from_structures([rocksalt().make_supercell([4, 4, 4])], ["huge"], "t").iloc[0]
     for column in ("species", "frac_coords", "lattice"):
         bad.at[2, column] = big[column]
-    result = relax_batch(model, bad, RelaxSettings(max_atoms=200)).set_index("id")
+    result = relax_rows(model, bad, RelaxSettings(max_atoms=200)).set_index("id")
     assert (result.relax_status == "rejected").all()
     assert "non-finite" in result.relax_error["nan"]
     assert "Z=150" in result.relax_error["unknown-z"]
@@ -63,26 +141,36 @@ def test_bad_structures_are_rejected_with_reasons(model):
     assert "Z=95" in result.relax_error["americium"]
 
 
-def test_killed_job_resumes_without_redoing_chunks(model, tmp_path, monkeypatch):
+def test_isolated_atoms_fail_with_a_reason_and_the_batch_goes_on(model):
+    table = perturbed_table()
+    lonely = crystals.from_structures([rocksalt(14.0)], ["lonely"], "t")  # 7 A apart: beyond CHGNet's 5 A
+    result = relax_rows(model, pd.concat([lonely, table], ignore_index=True), RelaxSettings(max_steps=50)
+                        ).set_index("id")
+    assert result.relax_status["lonely"] == "failed" and "isolated" in result.relax_error["lonely"]
+    assert result.relax_status[["nacl", "si"]].tolist() == ["converged", "converged"]
+
+
+def test_killed_job_resumes_without_redoing_finished_structures(model, tmp_path, monkeypatch):
     table = perturbed_table()
     settings = RelaxSettings(max_steps=3, chunk_size=1)
     first = relax_table(model, table, tmp_path, settings)
     assert sorted(p.name for p in (tmp_path / "parts").glob("*.parquet")) == ["00000.parquet", "00001.parquet"]
-    (tmp_path / "parts/00001.parquet").unlink()  # as if killed before the second chunk finished
+    (tmp_path / "parts/00001.parquet").unlink()  # as if killed before the second result was written
     calls = []
-    real = relax_module.relax_batch
+    real = relax_module.relax_rows
 
-    def counting(model_, chunk, settings_):
-        calls.append(list(chunk.id))
-        return real(model_, chunk, settings_)
+    def counting(model_, rows, *args, **kwargs):
+        calls.append(list(rows.id))
+        return real(model_, rows, *args, **kwargs)
 
-    monkeypatch.setattr(relax_module, "relax_batch", counting)
+    monkeypatch.setattr(relax_module, "relax_rows", counting)
     second = relax_table(model, table, tmp_path, settings)
-    assert calls == [["si"]]
+    assert len(calls) == 1 and len(calls[0]) == 1
     pd.testing.assert_frame_equal(first[["id", "relax_status"]], second[["id", "relax_status"]])
+    assert second.id.tolist() == table.id.tolist()
 
 
-def test_changed_settings_discard_finished_chunks(model, tmp_path):
+def test_changed_settings_discard_finished_parts(model, tmp_path):
     table = perturbed_table()
     relax_table(model, table, tmp_path, RelaxSettings(max_steps=2, chunk_size=1))
     stale = tmp_path / "parts/00000.parquet"

@@ -142,6 +142,24 @@ def test_finish_counts_sun_over_all_generated():
     assert row.lattice["a"][0] == 5.5 and row.lattice_generated["a"][0] == pytest.approx(5.64)
 
 
+def test_an_early_rejection_counts_as_relaxed_and_never_stable():
+    table = matched_table()
+    relaxed = pd.DataFrame({"id": ["a", "c"], "relax_status": ["converged", "rejected_early"],
+                            "relax_error": [None, "1.8 eV/atom above the hull after 30 steps"],
+                            "relax_converged": [True, False], "energy_chgnet": [-1.0, -2.0],
+                            "species": [table.species[0], table.species[2]],
+                            "frac_coords": [table.frac_coords[0], table.frac_coords[2]],
+                            "lattice": [table.lattice[0], table.lattice[2]]})
+    # a rejected structure whose energy happened to read low is still not stable
+    stability = pd.DataFrame({"e_above_hull": [0.05, 0.05], "hull_status": ["ok", "ok"]})
+    settings = {**validate({})["screen"], "select": "unique"}
+    screened, funnel = finish(table, relaxed, stability, settings)
+    assert funnel["steps"]["relaxed"] == 2 and funnel["steps"]["sun"] == 1
+    assert funnel["relaxation"]["status"] == {"converged": 1, "rejected_early": 1}
+    assert funnel["drop_reasons"]["rejected_early"] == 1
+    assert not screened.set_index("id").stable["c"]
+
+
 @pytest.mark.mirror
 def test_bad_rows_pass_through_the_whole_funnel_with_reasons(mirror, tmp_path):
     """NaN coordinates, overlapping atoms, a 512-atom cell and an element CHGNet does not

@@ -149,13 +149,19 @@ def test_demo_trains_samples_and_screens_every_family(demo_run, model):
 
 
 def check_screening(results, source):
-    """The funnel of one model or baseline: every step counted, 32 novel structures
-    relaxed (the demo's cap), hull energies for every relaxed one, metrics written."""
+    """The funnel of one model or baseline: every step counted, the demo's cap of novel
+    structures relaxed (or rejected early, or failed with a reason), hull energies for
+    every relaxed one, metrics written."""
     funnel = json.loads((results / f"screen/{source}/funnel.json").read_text())
     assert list(funnel["steps"]) == ["generated", "valid", "unique", "novel", "relaxed", "sun"]
     steps = funnel["steps"]
     assert steps["generated"] == 1000 >= steps["valid"] >= steps["unique"] >= steps["novel"] >= steps["relaxed"]
-    assert steps["relaxed"] == min(32, steps["novel"]) > 0 and steps["sun"] <= steps["relaxed"]
+    statuses = funnel["relaxation"]["status"]
+    cap = yaml.safe_load((REPO / "config/demo.yaml").read_text())["relax"]["max_structures"]
+    assert sum(statuses.values()) == funnel["relaxation"]["selected"] == min(cap, steps["novel"])
+    assert set(statuses) <= {"converged", "max_steps", "rejected_early", "failed", "rejected"}
+    assert steps["relaxed"] == sum(statuses.get(k, 0) for k in ("converged", "max_steps", "rejected_early")) > 0
+    assert steps["sun"] <= steps["relaxed"]
     assert funnel["stability"]["sun_rate"] == steps["sun"] / 1000
     screened = crystals.read_table(results / f"screen/{source}/screened.parquet")
     assert len(screened) == 1000

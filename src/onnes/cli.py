@@ -413,8 +413,9 @@ def _relax(args: argparse.Namespace) -> None:
     def select(table):  # a screened table relaxes the rows past the configured step
         return select_for_relaxation(table, step, cap) if step in table else table
 
+    hull_files = (args.references, args.elements) if args.references and args.elements else None
     result = relax_file(args.table, args.out, RelaxSettings(**relax), device=device, shard=args.shard,
-                        shards=shards, select=select)
+                        shards=shards, select=select, hull_files=hull_files)
     log.info("relaxation: %s", result.relax_status.value_counts().to_dict())
 
 
@@ -646,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "rows past relax.select")
     relax.add_argument("--out", type=Path, required=True, help="relaxed.parquet (work files beside it)")
     relax.add_argument("--shard", type=int, default=0, help="which of relax.shards blocks to relax")
+    relax.add_argument("--references", type=Path, help="hull_references.parquet: with --elements, structures "
+                       "far above the hull are rejected early (relax.reject_above_hull)")
+    relax.add_argument("--elements", type=Path, help="MP elemental reference entries (json.gz)")
     _add_config_options(relax)
     relax.set_defaults(func=_relax)
     return parser

@@ -8,7 +8,9 @@ Definitions follow the literature so rates compare with published tables:
 - novel: unique and matching no training structure (MatterGen, Zeni et al. 2025),
   StructureMatcher ltol 0.2, stol 0.3, angle_tol 5 by default.
 - relaxed: selected for CHGNet relaxation (``relax.select``, at most
-  ``relax.max_structures``) and relaxed (converged, or stopped at ``max_steps``);
+  ``relax.max_structures``) and relaxed (converged, stopped at ``max_steps``, or
+  rejected early, far above the hull or with an exploding cell, which counts as
+  unstable with ``drop_reason`` rejected_early);
 - S.U.N. (MatterGen): stable (e_above_hull <= ``stable_threshold``, 0.1 eV/atom by
   default), unique and novel; the rate is over all generated structures. ``stable``
   and ``stable_strict`` (<= 0) count every relaxed structure, novel or not.
@@ -26,6 +28,7 @@ from onnes.screen.validity import compositional_validity, structural_validity
 
 STEPS = ("generated", "valid", "unique", "novel", "relaxed", "sun")
 MATCH_STEPS = STEPS[:4]
+FINISHED = ("converged", "max_steps", "rejected_early")  # relaxation statuses with an energy and a geometry
 
 
 def screen(samples: pd.DataFrame, reference: pd.DataFrame, settings: dict, workers: int = 1
@@ -75,7 +78,7 @@ def finish(matched: pd.DataFrame, relaxed: pd.DataFrame, stability: pd.DataFrame
         table[f"{column}_generated"] = table[column]
     extra = [c for c in results.columns if c not in ("species", *geometry)]
     table = table.join(results[extra], on="id")
-    has_geometry = table.id.isin(results.index[results.relax_status.isin(["converged", "max_steps"])])
+    has_geometry = table.id.isin(results.index[results.relax_status.isin(FINISHED)])
     for column in geometry:
         relaxed_geometry = table.id.map(results[column]) if column in results else None
         if relaxed_geometry is not None:
@@ -83,8 +86,9 @@ def finish(matched: pd.DataFrame, relaxed: pd.DataFrame, stability: pd.DataFrame
     threshold = settings["stable_threshold"]
     e_hull = table.get("e_above_hull", pd.Series(np.nan, index=table.index)).astype(float)
     table["relaxed"] = has_geometry
-    table["stable"] = table.relaxed & (e_hull <= threshold)
-    table["stable_strict"] = table.relaxed & (e_hull <= 0.0)
+    early = table.get("relax_status", pd.Series(None, index=table.index)).eq("rejected_early")
+    table["stable"] = table.relaxed & ~early & (e_hull <= threshold)
+    table["stable_strict"] = table.stable & (e_hull <= 0.0)
     table["sun"] = table.stable & table.unique & table.novel
     selected_rows = table.id.isin(relaxed.id)
     reasons = table.drop_reason.copy()
@@ -94,6 +98,7 @@ def finish(matched: pd.DataFrame, relaxed: pd.DataFrame, stability: pd.DataFrame
     no_hull = table.relaxed & e_hull.isna()
     reasons[tail & no_hull] = "no_hull_reference"
     reasons[tail & table.relaxed & ~no_hull & ~table.stable] = "unstable"
+    reasons[tail & early] = "rejected_early"
     table["drop_reason"] = reasons
     funnel = funnel_counts(table, STEPS)
     selected = int(selected_rows.sum())

@@ -1,14 +1,24 @@
-"""Batched CHGNet pre-relaxation (Deng et al., Nat. Mach. Intell. 5, 1031, 2023).
+"""Batched CHGNet pre-relaxation with in-flight batching and early rejection.
 
-Same algorithm as chgnet's StructOptimizer (ASE FIRE on positions and cell through
-FrechetCellFilter, fmax in eV/A), but the structures advance in lockstep: at every step
-one batched CHGNet call predicts energies, forces and stresses for all structures still
-relaxing, then each structure's FIRE takes its step. The network runs on batches
-instead of single cells, which is where the time goes on CPUs and, far more, on GPUs.
+The algorithm per structure is chgnet's ``StructOptimizer``: FIRE on positions and cell
+through a Frechet cell filter, converged when the largest generalised force is below
+``fmax`` (eV/A), CHGNet 0.3.0 (Deng et al., Nat. Mach. Intell. 5, 1031, 2023) for
+energies, forces and stresses. What differs is the bookkeeping around it:
 
-Work is split in chunks written atomically to ``parts/``; a killed job resumes and
-skips finished chunks. A structure CHGNet cannot take (non-finite coordinates, an
-element it does not know, too many atoms, isolated atoms) is recorded with a reason.
+- in-flight batching: every CHGNet call runs on a batch filled up to ``batch_atoms``
+  atoms; a structure that converges, reaches ``max_steps`` or is rejected leaves at once
+  and the next queued structure takes its place, so no call runs on a half-empty tail;
+- one backward pass for forces and stresses, graphs built from arrays
+  (:mod:`onnes.screen.chgnet_batch`), FIRE vectorised over the batch
+  (:mod:`onnes.screen.fire`);
+- early rejection (:class:`EarlyRejection`): after ``reject_after`` steps a structure
+  whose energy is still far above the convex hull of its chemical system, or whose cell
+  is blowing up, stops as ``rejected_early`` with the figure that decided it.
+
+Finished structures are written every ``chunk_size`` results to ``parts/`` (atomically);
+a killed job resumes with the structures no part holds. A structure CHGNet cannot take
+(non-finite coordinates, an element it does not know, too many atoms, isolated atoms)
+is recorded with a reason.
 """
 
 from __future__ import annotations
@@ -18,19 +28,17 @@ import json
 import logging
 import shutil
 import time
-import warnings
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
-from ase import Atoms, units
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.filters import FrechetCellFilter
-from ase.optimize import FIRE
-from pymatgen.io.ase import AseAtomsAdaptor
 
-from onnes.crystals import read_table, row_arrays, structure_columns, write_table
+from onnes.crystals import read_table, row_arrays, write_table
+from onnes.screen.chgnet_batch import crystal_graph, energies_forces_stresses
+from onnes.screen.fire import BatchFire
 
 log = logging.getLogger(__name__)
 CHGNET_MAX_Z = 94
@@ -42,19 +50,59 @@ RESULT_COLUMNS = ["id", "relax_status", "relax_error", "energy_chgnet", "energy_
 class RelaxSettings:
     fmax: float = 0.1  # eV/A, as StructOptimizer
     max_steps: int = 500
-    batch_size: int = 64  # structures per CHGNet forward pass
-    chunk_size: int = 256  # structures per resumable part
+    batch_atoms: int | None = 1024  # atoms per CHGNet call; None: sized to free GPU memory
+    chunk_size: int = 256  # finished structures per resumable part
     max_atoms: int = 200
     relax_cell: bool = True
+    reject_after: int = 50  # steps before early rejection may act
+    reject_above_hull: float | None = 3.0  # eV/atom above the hull; None: never on energy
+    reject_volume_ratio: float = 4.0  # cell volume grown or shrunk by more than this factor
+
+
+class EarlyRejection:
+    """Decides, after ``reject_after`` steps, that a structure is not worth relaxing on.
+
+    ``reference_energy(species)`` gives the energy per atom (CHGNet's MP2020 footing) of the
+    hull at the structure's composition, or None when the hull cannot say (an element
+    without a reference); energies far above it cannot come down to stable within the
+    remaining steps (the margin is chosen on fully relaxed generated structures:
+    benchmarks/relax.py --labels).
+    """
+
+    def __init__(self, settings: RelaxSettings, reference_energy: Callable[[np.ndarray], float | None] | None):
+        self.settings = settings
+        self.reference_energy = reference_energy
+
+    def hull_reference(self, species: np.ndarray) -> float:
+        if self.reference_energy is None:
+            return np.nan
+        value = self.reference_energy(species)
+        return np.nan if value is None else float(value)
+
+    def reasons(self, steps, energy_per_atom, hull_reference, volume_ratio) -> list[str | None]:
+        s = self.settings
+        out: list[str | None] = []
+        for t, e, ref, ratio in zip(steps, energy_per_atom, hull_reference, volume_ratio):
+            reason = None
+            if t >= s.reject_after:
+                if not (1 / s.reject_volume_ratio <= ratio <= s.reject_volume_ratio):
+                    reason = f"cell volume x{ratio:.2f} of the generated one after {t} steps"
+                elif s.reject_above_hull is not None and np.isfinite(ref) and e - ref > s.reject_above_hull:
+                    reason = (f"{e - ref:.3f} eV/atom above the hull after {t} steps "
+                              f"(margin {s.reject_above_hull})")
+            out.append(reason)
+        return out
 
 
 def load_chgnet(device: str = "cpu"):
     from chgnet.model import CHGNet
 
-    return CHGNet.load(verbose=False, use_device=device)
+    model = CHGNet.load(verbose=False, use_device=device)
+    model.eval()
+    return model
 
 
-def _reject(row) -> str | None:
+def _reject(row, max_atoms: int) -> str | None:
     try:
         species, frac, lattice = row_arrays(row)
     except ValueError as exc:
@@ -63,118 +111,208 @@ def _reject(row) -> str | None:
         return "non-finite coordinates or lattice"
     if species.min() < 1 or species.max() > CHGNET_MAX_Z:
         return f"element Z={int(species.max())} outside CHGNet's range 1..{CHGNET_MAX_Z}"
+    if len(species) > max_atoms:
+        return f"{len(species)} atoms > relax max_atoms {max_atoms}"
     return None
 
 
-def _atoms(row) -> Atoms:
-    species, frac, lattice = row_arrays(row)
-    return Atoms(numbers=species, scaled_positions=np.mod(frac, 1.0), cell=lattice, pbc=True)
+def _geometry(species, positions, cell) -> dict:
+    frac = np.mod(np.linalg.solve(cell.T, positions.T).T, 1.0)
+    return {"species": species.tolist(), "frac_coords": frac.reshape(-1).tolist(),
+            "lattice": cell.reshape(-1).tolist()}
 
 
-def _predict(model, atoms_list: list[Atoms], batch_size: int) -> list[dict | str]:
-    """CHGNet energy (eV), forces (eV/A), stress (eV/A^3) per structure, or an error."""
-    graphs, positions = [], []
-    results: list[dict | str] = [""] * len(atoms_list)
-    for k, atoms in enumerate(atoms_list):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                graph = model.graph_converter(AseAtomsAdaptor.get_structure(atoms))  # isolated atoms raise
-            graphs.append(graph)
-            positions.append(k)
-        except Exception as exc:  # isolated atoms, converter failures
-            results[k] = f"CHGNet graph: {type(exc).__name__}: {exc}"[:200]
-    if graphs:
-        predictions = model.predict_graph(graphs, task="efs", batch_size=batch_size)
-        if isinstance(predictions, dict):
-            predictions = [predictions]
-        for k, prediction in zip(positions, predictions):
-            n = len(atoms_list[k])
-            results[k] = {
-                "energy": float(prediction["e"]) * n,  # CHGNet predicts eV/atom
-                "forces": np.asarray(prediction["f"], dtype=float),
-                "stress": np.asarray(prediction["s"], dtype=float) * units.GPa,  # GPa -> eV/A^3
-            }
-    return results
+def _result(row_id, status, error=None, **values) -> dict:
+    return {"id": row_id, "relax_status": status, "relax_error": error, "relax_converged": status == "converged",
+            **values}
 
 
-def relax_batch(model, table: pd.DataFrame, settings: RelaxSettings) -> pd.DataFrame:
-    """Relax every row of ``table`` together; one result row per input row."""
-    out = {i: {"id": row["id"], "relax_status": None} for i, row in table.iterrows()}
-    atoms, optimizers, targets, steps = {}, {}, {}, {}
-    for i, row in table.iterrows():
-        reason = _reject(row)
-        if reason is None and len(row["species"]) > settings.max_atoms:
-            reason = f"{len(row['species'])} atoms > relax max_atoms {settings.max_atoms}"
+def auto_batch_atoms(model, sample: list, device: str) -> int:
+    """Atoms per call that fill about half the free GPU memory, from one probe call
+    on ``sample`` (graphs); 1024 on CPU, where larger batches stop paying (benchmarks/relax.py)."""
+    import torch
+
+    if device != "cuda" or not sample:
+        return 1024
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    energies_forces_stresses(model, sample)
+    per_atom = (torch.cuda.max_memory_allocated() - before) / sum(len(g.atomic_number) for g in sample)
+    free, _ = torch.cuda.mem_get_info()
+    return max(256, int(0.5 * free / max(per_atom, 1.0)))
+
+
+class _Members:
+    """Per-structure bookkeeping of the cells in the batch, in the order of ``BatchFire``."""
+
+    def __init__(self):
+        self.row = np.zeros(0, dtype=np.int64)
+        self.steps = np.zeros(0, dtype=np.int64)
+        self.volume0 = np.zeros(0)
+        self.hull_reference = np.zeros(0)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def add(self, row: int, volume: float, hull_reference: float) -> None:
+        self.row = np.append(self.row, row)
+        self.steps = np.append(self.steps, 0)
+        self.volume0 = np.append(self.volume0, volume)
+        self.hull_reference = np.append(self.hull_reference, hull_reference)
+
+    def keep(self, mask: np.ndarray) -> None:
+        for name in ("row", "steps", "volume0", "hull_reference"):
+            setattr(self, name, getattr(self, name)[mask])
+
+
+def relax_rows(model, table: pd.DataFrame, settings: RelaxSettings, reference_energy=None,
+               on_finished: Callable[[list[dict]], None] | None = None, trace: list | None = None) -> pd.DataFrame:
+    """Relax every row of ``table``; one result row per input row, in table order.
+
+    ``reference_energy(species)``: the hull's energy per atom at that composition, for
+    early rejection (None: energy never rejects). ``on_finished`` receives the results
+    of each step's finished structures, to write them as they come. ``trace``, a list,
+    gets (id, step, energy per atom, hull reference, fmax, volume ratio) per structure
+    and step (the data early rejection is tuned on).
+    """
+    rejection = EarlyRejection(settings, reference_energy)
+    rows = table.reset_index(drop=True)
+    results: list[dict | None] = [None] * len(rows)
+    queue: deque[int] = deque()
+    arrays = {}
+    for i, row in rows.iterrows():
+        reason = _reject(row, settings.max_atoms)
         if reason:
-            out[i].update(relax_status="rejected", relax_error=reason)
-            continue
-        atoms[i] = _atoms(row)
-        targets[i] = FrechetCellFilter(atoms[i]) if settings.relax_cell else atoms[i]
-        optimizers[i] = FIRE(targets[i], logfile=None)
-        steps[i] = 0
-    active = list(atoms)
-    while active:
-        predictions = _predict(model, [atoms[i] for i in active], settings.batch_size)
-        still = []
-        for i, prediction in zip(active, predictions):
-            if isinstance(prediction, str):
-                out[i].update(relax_status="failed", relax_error=prediction)
-                continue
-            atoms[i].calc = SinglePointCalculator(atoms[i], **prediction)
-            fmax = float(np.sqrt((targets[i].get_forces() ** 2).sum(axis=1).max()))
-            out[i].update(energy_chgnet=prediction["energy"], fmax=fmax, relax_steps=steps[i])
-            if fmax < settings.fmax:
-                out[i]["relax_status"] = "converged"
-            elif steps[i] >= settings.max_steps:
-                out[i]["relax_status"] = "max_steps"
-            else:
-                optimizers[i].step()
-                steps[i] += 1
-                still.append(i)
-        active = still
-    rows = []
-    for i, result in out.items():
-        if i in atoms and result["relax_status"] in ("converged", "max_steps"):
-            structure = AseAtomsAdaptor.get_structure(atoms[i])
-            result.update(structure_columns(structure))
-            result["energy_chgnet_per_atom"] = result["energy_chgnet"] / len(structure)
-        result["relax_converged"] = result["relax_status"] == "converged"
-        rows.append(result)
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+            results[i] = _result(row["id"], "rejected", reason)
+        else:
+            arrays[i] = row_arrays(row)
+            queue.append(i)
+    if on_finished and len(queue) < len(rows):
+        on_finished([r for r in results if r is not None])
+    budget = settings.batch_atoms
+    if budget is None and queue:
+        device = str(next(model.parameters()).device)
+        probe = [crystal_graph(model, *arrays[queue[k]]) for k in range(min(16, len(queue)))]
+        budget = auto_batch_atoms(model, probe, device)
+        log.info("batch sized to %d atoms per CHGNet call", budget)
+
+    fire, members = BatchFire(relax_cell=settings.relax_cell), _Members()
+    calls, started = 0, time.perf_counter()
+    while queue or len(members):
+        while queue and (not len(members) or fire.n_atoms.sum() + len(arrays[queue[0]][0]) <= budget):
+            i = queue.popleft()
+            species, frac, lattice = arrays[i]
+            fire.add(np.mod(frac, 1.0) @ lattice, lattice)
+            members.add(i, abs(np.linalg.det(lattice)), rejection.hull_reference(species))
+        finished: list[dict] = []
+
+        def leave(mask_keep: np.ndarray) -> None:
+            fire.keep(mask_keep)
+            members.keep(mask_keep)
+
+        cells, positions = fire.cells_and_positions()
+        graphs, usable = [], np.ones(len(members), dtype=bool)
+        for k, i in enumerate(members.row):
+            try:
+                frac = np.linalg.solve(cells[k].T, positions[k].T).T
+                graphs.append(crystal_graph(model, arrays[i][0], frac, cells[k]))
+            except Exception as exc:  # isolated atoms, singular cells
+                usable[k] = False
+                finished.append(_result(rows.id[i], "failed", f"CHGNet graph: {type(exc).__name__}: {exc}"[:200],
+                                        relax_steps=int(members.steps[k])))
+                results[i] = finished[-1]
+        if not usable.all():  # failures leave before the network call
+            leave(usable)
+            cells, positions = cells[usable], [p for p, u in zip(positions, usable) if u]
+        if len(members):
+            energy, forces, stresses = energies_forces_stresses(model, graphs)
+            calls += 1
+            atom_part, cell_part = fire.generalised_forces(np.concatenate(forces), stresses)
+            fmax = fire.fmax(atom_part, cell_part)
+            per_atom = energy / fire.n_atoms
+            volume_ratio = np.abs(np.linalg.det(cells)) / members.volume0
+            reasons = rejection.reasons(members.steps, per_atom, members.hull_reference, volume_ratio)
+            if trace is not None:
+                trace.extend(zip(rows.id.to_numpy()[members.row], members.steps.tolist(), per_atom.tolist(),
+                                 members.hull_reference.tolist(), fmax.tolist(), volume_ratio.tolist()))
+            keep = np.ones(len(members), dtype=bool)
+            for k, i in enumerate(members.row):
+                steps = int(members.steps[k])
+                if not (np.isfinite(energy[k]) and np.isfinite(fmax[k])):
+                    status, error = "failed", "non-finite CHGNet energy or forces"
+                elif fmax[k] < settings.fmax:
+                    status, error = "converged", None
+                elif steps >= settings.max_steps:
+                    status, error = "max_steps", None
+                elif reasons[k]:
+                    status, error = "rejected_early", reasons[k]
+                else:
+                    continue
+                keep[k] = False
+                values = {} if status == "failed" else dict(
+                    energy_chgnet=float(energy[k]), energy_chgnet_per_atom=float(per_atom[k]), fmax=float(fmax[k]),
+                    **_geometry(arrays[i][0], positions[k], cells[k]))
+                finished.append(_result(rows.id[i], status, error, relax_steps=steps, **values))
+                results[i] = finished[-1]
+            atom_keep = np.repeat(keep, fire.n_atoms)
+            leave(keep)
+            if len(members):
+                fire.step(atom_part[atom_keep], cell_part[keep])
+                members.steps += 1
+        if finished and on_finished:
+            on_finished(finished)
+    seconds = time.perf_counter() - started
+    log.info("relaxed %d structures in %.1f s (%.2f structures/s), %d CHGNet calls", len(rows), seconds,
+             len(rows) / max(seconds, 1e-9), calls)
+    return pd.DataFrame(results, columns=RESULT_COLUMNS)
 
 
-def _reuse_parts(parts_dir: Path, table: pd.DataFrame, settings: RelaxSettings) -> None:
-    """Keep finished chunks only if they came from the same rows and settings."""
-    fingerprint = json.dumps({"ids": hashlib.sha256("\n".join(map(str, table.id)).encode()).hexdigest(),
-                              "settings": asdict(settings)}, sort_keys=True)
+def _parts_fingerprint(table: pd.DataFrame, settings: RelaxSettings) -> str:
+    return json.dumps({"ids": hashlib.sha256("\n".join(map(str, table.id)).encode()).hexdigest(),
+                       "settings": asdict(settings)}, sort_keys=True)
+
+
+def relax_table(model, table: pd.DataFrame, out_dir: str | Path, settings: RelaxSettings,
+                reference_energy=None) -> pd.DataFrame:
+    """Relax ``table`` with results written in parts under ``out_dir/parts`` as they
+    finish; a rerun after a kill relaxes only what no part holds. Parts from other rows
+    or settings are discarded."""
+    parts_dir = Path(out_dir) / "parts"
+    fingerprint = _parts_fingerprint(table, settings)
     stamp = parts_dir / "fingerprint.json"
     if parts_dir.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
-        log.info("relaxation settings or rows changed; discarding finished chunks in %s", parts_dir)
+        log.info("relaxation settings or rows changed; discarding finished parts in %s", parts_dir)
         shutil.rmtree(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
+    done = [pd.read_parquet(path) for path in sorted(parts_dir.glob("*.parquet"))]  # finished before a kill
+    done_ids = set().union(*(set(part.id) for part in done)) if done else set()
+    todo = table[~table.id.isin(done_ids)]
+    if done_ids:
+        log.info("%d structures already relaxed in %d parts; %d to go", len(done_ids), len(done), len(todo))
+    pending: list[dict] = []
+    paths = sorted(parts_dir.glob("*.parquet"))
+    next_part = int(paths[-1].stem) + 1 if paths else 0
 
+    def flush(force: bool = False) -> None:
+        nonlocal next_part
+        while pending and (force or len(pending) >= settings.chunk_size):
+            part = pd.DataFrame(pending[:settings.chunk_size], columns=RESULT_COLUMNS)
+            del pending[:settings.chunk_size]
+            write_table(part, parts_dir / f"{next_part:05d}.parquet")
+            done.append(part)
+            next_part += 1
 
-def relax_table(model, table: pd.DataFrame, out_dir: str | Path, settings: RelaxSettings) -> pd.DataFrame:
-    """Relax ``table`` in resumable chunks under ``out_dir/parts``; return all results."""
-    parts_dir = Path(out_dir) / "parts"
-    _reuse_parts(parts_dir, table, settings)
-    parts = []
-    for start in range(0, len(table), settings.chunk_size):
-        path = parts_dir / f"{start // settings.chunk_size:05d}.parquet"
-        if path.exists():
-            log.info("chunk %s already relaxed; skipping", path.name)
-        else:
-            began = time.perf_counter()
-            chunk = table.iloc[start:start + settings.chunk_size]
-            result = relax_batch(model, chunk, settings)
-            write_table(result, path)
-            seconds = time.perf_counter() - began
-            log.info("relaxed %d structures in %.1f s (%.2f structures/s)", len(chunk), seconds,
-                     len(chunk) / max(seconds, 1e-9))
-        parts.append(pd.read_parquet(path))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RESULT_COLUMNS)
+    def on_finished(results: list[dict]) -> None:
+        pending.extend(results)
+        flush()
+
+    if len(todo):
+        relax_rows(model, todo, settings, reference_energy, on_finished)
+        flush(force=True)
+    combined = pd.concat(done, ignore_index=True) if done else pd.DataFrame(columns=RESULT_COLUMNS)
+    order = {key: k for k, key in enumerate(table.id)}
+    return combined.sort_values("id", key=lambda ids: ids.map(order)).reset_index(drop=True)
 
 
 def shard_rows(table: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
@@ -183,16 +321,44 @@ def shard_rows(table: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
     return table.iloc[bounds[shard]:bounds[shard + 1]]
 
 
+def hull_reference_energy(references: str | Path, elements: str | Path) -> Callable[[np.ndarray], float | None]:
+    """Energy per atom of the convex hull at a composition, on CHGNet's MP2020 footing:
+    the elemental reference energies plus the hull's formation energy (None when an
+    element has no reference). Cached per composition."""
+    from pymatgen.core import Composition
+
+    from onnes.screen.hull import ConvexHull, element_counts
+
+    hull = ConvexHull.from_files(references, elements)
+    cache: dict[str, float | None] = {}
+
+    def reference(species: np.ndarray) -> float | None:
+        composition = Composition(element_counts(species))
+        key = composition.reduced_formula
+        if key not in cache:
+            if hull.missing(composition):
+                cache[key] = None
+            else:
+                e_form, _ = hull.hull_energy(composition)
+                elemental = sum(hull.potentials[el.symbol] * n for el, n in composition.items())
+                cache[key] = e_form + elemental / composition.num_atoms
+        return cache[key]
+
+    return reference
+
+
 def relax_file(table_path: str | Path, out_path: str | Path, settings: RelaxSettings, device: str = "cpu",
-               shard: int = 0, shards: int = 1, select=None) -> pd.DataFrame:
+               shard: int = 0, shards: int = 1, select=None, hull_files: tuple[Path, Path] | None = None
+               ) -> pd.DataFrame:
     """Relax shard ``shard`` of the rows of a crystal table that ``select`` keeps (a
-    function of the table, e.g. a funnel step); work files live beside ``out_path``."""
+    function of the table, e.g. a funnel step); work files live beside ``out_path``.
+    ``hull_files`` (hull references, elemental entries) enable rejection on energy."""
     table = read_table(table_path)
     if select is not None:
         table = select(table)
     table = shard_rows(table, shard, shards)
     model = load_chgnet(device) if len(table) else None
-    result = relax_table(model, table, Path(out_path).parent / (Path(out_path).stem + "_work"), settings)
+    reference = hull_reference_energy(*hull_files) if hull_files and len(table) else None
+    result = relax_table(model, table, Path(out_path).parent / (Path(out_path).stem + "_work"), settings, reference)
     write_table(result, out_path)
     return result
-

@@ -5,7 +5,9 @@ with early rejection (onnes.screen.relax). Prints structures/s, the ratios, ener
 agreement where all converge, and the stable sets (e_above_hull <= 0.1 eV/atom).
 
     python benchmarks/relax.py --demo results/demo --elements <mp_elemental_reference_entries.json.gz> \\
-        [--novel 256 --perturbed 64 --models flow diffusion interpolant]
+        [--novel 256 --perturbed 64 --models flow diffusion interpolant --runs a b c c2]
+
+(c2 is (c) as two one-thread shards in parallel processes, as ``relax.shards: 2``.)
 
 ``--labels`` instead relaxes a labelled set (different rows from the benchmark's: the
 next novel structures of each model) to the end without rejection, records each step's
@@ -90,6 +92,24 @@ def e_above_hull(table: pd.DataFrame, result: pd.DataFrame, hull: ConvexHull) ->
     return pd.Series(stability.e_above_hull.to_numpy(), index=merged.id)
 
 
+def _shard(rows: pd.DataFrame, settings: RelaxSettings, references: Path, elements: Path) -> pd.DataFrame:
+    torch.set_num_threads(1)
+    return relax_rows(load_chgnet("cpu"), rows, settings, hull_reference_energy(references, elements))
+
+
+def sharded(rows: pd.DataFrame, settings: RelaxSettings, args) -> pd.DataFrame:
+    """Two processes, one thread each, on the two halves of ``rows`` (``relax.shards: 2,
+    threads: 1``); the time includes loading CHGNet in each."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    halves = [rows.iloc[: len(rows) // 2], rows.iloc[len(rows) // 2:]]
+    references = args.demo / "screen" / "hull_references.parquet"
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        parts = list(pool.map(_shard, halves, [settings] * 2, [references] * 2, [args.elements] * 2))
+    return pd.concat(parts, ignore_index=True)
+
+
 def labels(args, model, reference, hull) -> None:
     table = novel_rows(args.demo, args.models, args.novel, skip=args.skip)
     settings = RelaxSettings(max_steps=args.max_steps, reject_above_hull=None, reject_volume_ratio=np.inf)
@@ -132,64 +152,67 @@ def benchmark(args, model, reference, hull) -> None:
     perturbed = perturbed_rows(args.demo / "data" / "mp20" / "test.parquet", args.perturbed, 0.1, 0.03)
     table = pd.concat([novel, perturbed], ignore_index=True)
     settings = RelaxSettings(max_steps=args.max_steps)
-    runs = {}
-    for name in args.runs:
-        started = time.perf_counter()
-        if name == "a":
-            result = struct_optimizer(model, table, settings, args.device)
-        elif name == "b":
-            result = relax_batch(model, table, LockstepSettings(max_steps=settings.max_steps))
-        else:
-            result = relax_rows(model, table, settings, reference)
-        runs[name] = (time.perf_counter() - started, result.set_index("id"))
+    subsets = {"novel": novel, "perturbed MP-20": perturbed}
+    runs, seconds = {}, {}
+    for name in args.runs:  # each subset timed on its own; the mixed set is their sum
+        results = []
+        for subset, rows in subsets.items():
+            started = time.perf_counter()
+            if name == "a":
+                results.append(struct_optimizer(model, rows, settings, args.device))
+            elif name == "b":
+                results.append(relax_batch(model, rows, LockstepSettings(max_steps=settings.max_steps)))
+            elif name == "c":
+                results.append(relax_rows(model, rows, settings, reference))
+            else:  # c2: as the workflow runs on 2 cores, two one-thread shards side by side
+                results.append(sharded(rows, settings, args))
+            seconds[name, subset] = time.perf_counter() - started
+        runs[name] = pd.concat(results, ignore_index=True).set_index("id")
     labels_ = {"a": "(a) StructOptimizer, one at a time", "b": "(b) lockstep batches of 64",
-               "c": f"(c) in-flight, {settings.batch_atoms} atoms/call, early rejection"}
+               "c": f"(c) in-flight, {settings.batch_atoms} atoms/call, early rejection",
+               "c2": "(c) as 2 one-thread shards"}
     print(f"hardware: {hardware()}; device {args.device}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"{len(novel)} novel structures from {', '.join(args.models)} + {len(perturbed)} MP-20 test structures "
           f"(sites displaced 0.1 A, cells strained <= 3 %); FIRE + FrechetCellFilter, fmax {settings.fmax} eV/A, "
           f"<= {settings.max_steps} steps; (c) rejects after {settings.reject_after} steps at "
           f"> {settings.reject_above_hull} eV/atom above the hull or a volume change > x{settings.reject_volume_ratio}")
-    subsets = {"mixed": table.id, "perturbed MP-20": perturbed.id, "novel": novel.id}
     lines, stable = [], {}
-    for name, (seconds, result) in runs.items():
+    for name, result in runs.items():
         e_hull = e_above_hull(table, result.reset_index(), hull)
         stable[name] = set(e_hull.index[e_hull <= STABLE])
-        # each subset's time is its share of structure-steps (one run covers both subsets)
-        steps = result.relax_steps.fillna(0).astype(float) + 1
-        line = {"relaxer": labels_[name], "seconds": round(seconds, 1),
-                "statuses": result.relax_status.value_counts().to_dict()}
-        for subset, ids in subsets.items():
-            share = steps.reindex(ids).sum() / steps.sum()
-            line[f"{subset} structures/s"] = round(len(ids) / (seconds * share), 3)
+        total = sum(seconds[name, subset] for subset in subsets)
+        line = {"relaxer": labels_[name], "seconds": round(total, 1),
+                "mixed /s": round(len(table) / total, 3)}
+        for subset, rows in subsets.items():
+            line[f"{subset} /s"] = round(len(rows) / seconds[name, subset], 3)
+        if "a" in runs:
+            line["mixed ratio to (a)"] = round(sum(seconds["a", s] for s in subsets) / total, 2)
+            for subset in subsets:
+                line[f"{subset} ratio"] = round(seconds["a", subset] / seconds[name, subset], 2)
+        line["statuses"] = result.relax_status.value_counts().to_dict()
+        line["stable"] = len(stable[name])
         lines.append(line)
     print(pd.DataFrame(lines).to_string(index=False))
-    if "a" in runs:
-        base = runs["a"][0]
-        for name, (seconds, _) in runs.items():
-            if name != "a":
-                print(f"ratio {name}/a (mixed set, wall time): {base / seconds:.2f}x")
-    if "a" in runs and "c" in runs and len(args.runs) > 1:
-        print("perturbed MP-20 subset alone: run benchmarks/relax.py --novel 0 for its own wall-time ratio")
     if len(runs) > 1:
-        names = list(runs)
-        converged = set.intersection(*(set(r.index[r.relax_status == "converged"]) for _, r in runs.values()))
-        energy = pd.DataFrame({n: runs[n][1].energy_chgnet / runs[n][1].index.map(
-            dict(zip(table.id, table.species.map(len)))) for n in names}).loc[sorted(converged)]
-        diffs = 1000 * (energy.max(axis=1) - energy.min(axis=1))
-        print(f"energy spread where all converge ({len(converged)}): max {diffs.max():.3f} meV/atom, "
-              f"median {diffs.median():.4f}")
-        for n in names:
-            print(f"stable set {n}: {len(stable[n])} structures")
-        reference_name = names[0]
+        names = sorted(runs)
+        sizes = dict(zip(table.id, table.species.map(len)))
+        converged = set.intersection(*(set(r.index[r.relax_status == "converged"]) for r in runs.values()))
+        energy = pd.DataFrame({n: runs[n].energy_chgnet / runs[n].index.map(sizes) for n in names}
+                              ).loc[sorted(converged)]
+        spread = 1000 * (energy.max(axis=1) - energy.min(axis=1))
+        print(f"energy spread where all converge ({len(converged)} structures): max {spread.max():.3f} meV/atom, "
+              f"median {spread.median():.4f}")
+        hulls = {n: e_above_hull(table, runs[n].reset_index(), hull) for n in names}
         for n in names[1:]:
-            only_ref, only_n = stable[reference_name] - stable[n], stable[n] - stable[reference_name]
-            print(f"stable {reference_name} vs {n}: identical" if not (only_ref or only_n) else
-                  f"stable {reference_name} vs {n}: only {reference_name} {sorted(only_ref)}; only {n} {sorted(only_n)}")
-            for sid in sorted(only_ref | only_n):
-                a_row, n_row = runs[reference_name][1].loc[sid], runs[n][1].loc[sid]
-                print(f"   {sid}: {reference_name} {a_row.relax_status} {a_row.relax_steps} steps, "
-                      f"{n} {n_row.relax_status} {n_row.relax_steps} steps {n_row.get('relax_error') or ''}")
+            only_a, only_n = stable[names[0]] - stable[n], stable[n] - stable[names[0]]
+            print(f"stable sets {names[0]} and {n}: " + ("identical" if not (only_a or only_n) else
+                  f"{len(only_a)} only in {names[0]}, {len(only_n)} only in {n}"))
+            for sid in sorted(only_a | only_n):
+                row_a, row_n = runs[names[0]].loc[sid], runs[n].loc[sid]
+                print(f"   {sid}: {names[0]} {row_a.relax_status} after {row_a.relax_steps} steps, e_above_hull "
+                      f"{hulls[names[0]][sid]:.3f}; {n} {row_n.relax_status} after {row_n.relax_steps} steps, "
+                      f"e_above_hull {hulls[n][sid]:.3f} {row_n.get('relax_error') or ''}")
 
 
 def main() -> None:
@@ -200,7 +223,8 @@ def main() -> None:
     parser.add_argument("--novel", type=int, default=256)
     parser.add_argument("--perturbed", type=int, default=64)
     parser.add_argument("--max-steps", type=int, default=500)
-    parser.add_argument("--runs", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
+    parser.add_argument("--runs", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c", "c2"],
+                        help="c2: the in-flight relaxer as 2 one-thread shards in parallel processes")
     parser.add_argument("--labels", action="store_true", help="tune early rejection instead (see above)")
     parser.add_argument("--skip", type=int, default=200, help="--labels: novel rows per model to skip")
     parser.add_argument("--save", type=Path, help="--labels: write the per-step trace here (parquet)")

@@ -101,10 +101,10 @@ class BatchFire:
     def generalised_forces(self, forces: np.ndarray, stresses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Forces on u (N, 3) and on X (B, 3, 3) from cartesian forces (N, 3, eV/A) and
         stresses (B, 3, 3, eV/A^3; symmetrised as ASE's Voigt round trip does)."""
+        if not self.relax_cell:  # positions only: the cell never deforms
+            return forces, np.zeros((len(self), 3, 3))
         deform = self.deformation()
         atom_part = np.einsum("ni,nij->nj", forces, deform[self.owner])
-        if not self.relax_cell:
-            return forces, np.zeros((len(self), 3, 3))
         cells = self.orig_cell @ deform.transpose(0, 2, 1)
         volume = np.abs(np.linalg.det(cells))
         virial = -volume[:, None, None] * 0.5 * (stresses + stresses.transpose(0, 2, 1))

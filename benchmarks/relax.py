@@ -177,9 +177,9 @@ def benchmark(args, model, reference, hull) -> None:
           f"(sites displaced 0.1 A, cells strained <= 3 %); FIRE + FrechetCellFilter, fmax {settings.fmax} eV/A, "
           f"<= {settings.max_steps} steps; (c) rejects after {settings.reject_after} steps at "
           f"> {settings.reject_above_hull} eV/atom above the hull or a volume change > x{settings.reject_volume_ratio}")
-    lines, stable = [], {}
+    lines, stable, hulls = [], {}, {}
     for name, result in runs.items():
-        e_hull = e_above_hull(table, result.reset_index(), hull)
+        hulls[name] = e_hull = e_above_hull(table, result.reset_index(), hull)
         stable[name] = set(e_hull.index[e_hull <= STABLE])
         total = sum(seconds[name, subset] for subset in subsets)
         line = {"relaxer": labels_[name], "seconds": round(total, 1),
@@ -203,7 +203,6 @@ def benchmark(args, model, reference, hull) -> None:
         spread = 1000 * (energy.max(axis=1) - energy.min(axis=1))
         print(f"energy spread where all converge ({len(converged)} structures): max {spread.max():.3f} meV/atom, "
               f"median {spread.median():.4f}")
-        hulls = {n: e_above_hull(table, runs[n].reset_index(), hull) for n in names}
         for n in names[1:]:
             only_a, only_n = stable[names[0]] - stable[n], stable[n] - stable[names[0]]
             print(f"stable sets {names[0]} and {n}: " + ("identical" if not (only_a or only_n) else

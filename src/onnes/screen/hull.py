@@ -169,10 +169,13 @@ class ConvexHull:
         phases = [(names[k], float(x)) for k, x in enumerate(result.x) if x > 1e-9]
         return float(result.fun), phases
 
+    def elemental_energy_per_atom(self, composition: Composition) -> float:
+        """Energy per atom (eV, MP2020 footing) of the composition's elements in their reference states."""
+        return sum(self.potentials[el.symbol] * n for el, n in composition.items()) / composition.num_atoms
+
     def formation_energy(self, composition: Composition, energy: float) -> float:
         """Formation energy per atom (eV) of a total energy on the MP2020 footing."""
-        reference = sum(self.potentials[el.symbol] * n for el, n in composition.items())
-        return (energy - reference) / composition.num_atoms
+        return energy / composition.num_atoms - self.elemental_energy_per_atom(composition)
 
     def e_above_hull(self, composition: Composition, e_form_per_atom: float) -> tuple[float, str]:
         """(energy above the hull in eV/atom, decomposition products) for one candidate;

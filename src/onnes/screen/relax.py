@@ -201,6 +201,11 @@ def relax_rows(model, table: pd.DataFrame, settings: RelaxSettings, reference_en
         log.info("batch sized to %d atoms per CHGNet call", budget)
 
     fire, members = BatchFire(relax_cell=settings.relax_cell), _Members()
+
+    def leave(keep: np.ndarray) -> None:  # the cells where keep is False leave the batch
+        fire.keep(keep)
+        members.keep(keep)
+
     calls, started = 0, time.perf_counter()
     while queue or len(members):
         while queue and (not len(members) or fire.n_atoms.sum() + len(arrays[queue[0]][0]) <= budget):
@@ -209,11 +214,6 @@ def relax_rows(model, table: pd.DataFrame, settings: RelaxSettings, reference_en
             fire.add(np.mod(frac, 1.0) @ lattice, lattice)
             members.add(i, abs(np.linalg.det(lattice)), rejection.hull_reference(species))
         finished: list[dict] = []
-
-        def leave(mask_keep: np.ndarray) -> None:
-            fire.keep(mask_keep)
-            members.keep(mask_keep)
-
         cells, positions = fire.cells_and_positions()
         graphs, usable = [], np.ones(len(members), dtype=bool)
         for k, i in enumerate(members.row):
@@ -289,13 +289,13 @@ def relax_table(model, table: pd.DataFrame, out_dir: str | Path, settings: Relax
         shutil.rmtree(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
-    done = [pd.read_parquet(path) for path in sorted(parts_dir.glob("*.parquet"))]  # finished before a kill
+    paths = sorted(parts_dir.glob("*.parquet"))
+    done = [pd.read_parquet(path) for path in paths]  # finished before a kill
     done_ids = set().union(*(set(part.id) for part in done)) if done else set()
     todo = table[~table.id.isin(done_ids)]
     if done_ids:
         log.info("%d structures already relaxed in %d parts; %d to go", len(done_ids), len(done), len(todo))
     pending: list[dict] = []
-    paths = sorted(parts_dir.glob("*.parquet"))
     next_part = int(paths[-1].stem) + 1 if paths else 0
 
     def flush(force: bool = False) -> None:
@@ -344,8 +344,7 @@ def hull_reference_energy(references: str | Path, elements: str | Path) -> Calla
                 cache[key] = None
             else:
                 e_form, _ = hull.hull_energy(composition)
-                elemental = sum(hull.potentials[el.symbol] * n for el, n in composition.items())
-                cache[key] = e_form + elemental / composition.num_atoms
+                cache[key] = e_form + hull.elemental_energy_per_atom(composition)
         return cache[key]
 
     return reference

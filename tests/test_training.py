@@ -88,6 +88,56 @@ def test_sharded_data_parallel_training_with_torchrun(splits, tmp_path):
     assert metrics(tmp_path / "metrics.csv").step.tolist() == [2, 4]
 
 
+def _torchrun_workers(agent: subprocess.Popen) -> dict[int, int]:
+    """RANK -> pid of the worker processes a torchrun agent started."""
+    children = open(f"/proc/{agent.pid}/task/{agent.pid}/children").read().split()
+    workers = {}
+    for pid in map(int, children):
+        environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        rank = next((item.split(b"=", 1)[1] for item in environ if item.startswith(b"RANK=")), None)
+        if rank is not None:
+            workers[int(rank)] = pid
+    return workers
+
+
+def _torchrun_until_stopped(command, env, send):
+    """Start two-rank training, let it run, ``send(agent)`` a signal; return the output."""
+    agent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline, seen = time.time() + 180, []
+    for line in agent.stdout:
+        seen.append(line)
+        if "2 ranks on cpu" in line or time.time() > deadline:
+            break
+    time.sleep(2)
+    send(agent)
+    return agent, "".join(seen) + agent.communicate(timeout=180)[0]
+
+
+def test_two_rank_training_stops_together_on_a_signal_and_resumes(splits, tmp_path):
+    """A signal on one rank stops both at the same step (the flag rides on the step's
+    all-reduce); SLURM's USR1 sent to the torchrun agent reaches the ranks; the saved
+    state resumes under torchrun."""
+    settings = model_settings("flow", train={"steps": 100000, "batch_size": 8, "checkpoint_every": 100000})
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "onnes.cli", *_cli_train(splits, tmp_path, settings)[3:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PET_SIGNALS_TO_HANDLE": "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"}
+
+    # Only rank 1 is told to stop; rank 0 must follow, or the agent would hang.
+    agent, output = _torchrun_until_stopped(
+        command, env, lambda agent: os.kill(_torchrun_workers(agent)[1], signal.SIGUSR1))
+    assert agent.returncode != 0, output[-3000:]
+    assert "a signal on another rank" in output and f"exiting {EXIT_RESUME}" in output, output[-3000:]
+    first = torch.load(tmp_path / "resume/state.ckpt", weights_only=True)["step"]
+    assert first > 0
+
+    # As SLURM's --signal=USR1 does: the agent is signalled and forwards it to the ranks.
+    agent, output = _torchrun_until_stopped(command, env, lambda agent: agent.send_signal(signal.SIGUSR1))
+    assert f"resuming from step {first}" in output, output[-3000:]
+    assert f"signal {int(signal.SIGUSR1)} at step" in output, output[-3000:]
+    assert torch.load(tmp_path / "resume/state.ckpt", weights_only=True)["step"] > first
+    assert not (tmp_path / "last.ckpt").exists()
+
+
 @pytest.fixture(scope="module")
 def trained(splits, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained")

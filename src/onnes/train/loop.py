@@ -311,8 +311,13 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
         ema.update(model)
         step += 1
         progress.update(1)
-        reduced = all_reduce_mean(torch.tensor([float(loss.detach()), *parts.values()]), runtime)
-        for key, value in zip(("loss", "loss_lattice", "loss_frac", "loss_types"), reduced.tolist()):
+        # The stop flag rides on the step's all-reduce, so every rank stops at the same step:
+        # a rank that stopped alone would wait in save_state's barrier while the others
+        # wait in the next step's all-reduce, until the collective timeout.
+        reduced = all_reduce_mean(torch.tensor([float(loss.detach()), *parts.values(), float(stop.signal is not None)],
+                                               device=runtime.device), runtime).tolist()
+        stop_now = reduced.pop() > 0
+        for key, value in zip(("loss", "loss_lattice", "loss_frac", "loss_types"), reduced):
             window[key] += value
         window["grad_norm"] += float(grad_norm)
         window["n"] += 1
@@ -334,10 +339,11 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
             window_start = time.perf_counter()
         if step % tcfg["checkpoint_every"] == 0 and step < tcfg["steps"]:
             save_state()
-        if stop.signal is not None:
+        if stop_now:
             save_state()
-            log.warning("%s: signal %d at step %d; state saved, exiting %d to be requeued", name, stop.signal,
-                        step, EXIT_RESUME)
+            seen = f"signal {stop.signal}" if stop.signal is not None else "a signal on another rank"
+            log.warning("%s: %s at step %d; state saved to %s, exiting %d to be resumed", name, seen, step,
+                        state_path, EXIT_RESUME)
             teardown(runtime)
             raise SystemExit(EXIT_RESUME)
     progress.close()

@@ -1,6 +1,6 @@
 # Onnes: superconductor discovery campaigns with generative crystal models.
 # Run: snakemake --cores all [--configfile config/demo.yaml] [--config data_mirror=DIR]
-# Architecture: README.md (stages, the crystal-table contract, output layout).
+# Architecture: docs/architecture.md (stages, the crystal-table contract, output layout).
 import os
 
 from snakemake.utils import min_version, validate

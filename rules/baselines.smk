@@ -8,6 +8,8 @@ rule sample_baseline:
         f"{RESULTS}/samples/{{model}}/samples.parquet",
     log:
         f"{RESULTS}/logs/sample/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sample/{{model}}.tsv"
     wildcard_constraints:
         model=_alternatives(BASELINES),
     conda:
@@ -19,7 +21,7 @@ rule sample_baseline:
             runtime=120,
         ),
     params:
-        settings=baseline_settings,
+        settings=settings_of("sample_baseline"),
         num_samples=baseline_num_samples(),
     shell:
         "onnes baseline {wildcards.model} --reference {input:q} --num-samples {params.num_samples}"

@@ -4,7 +4,9 @@ import os
 import re
 import shlex
 
+from onnes.data.fetch import check_mirror
 from onnes.data.sources import DATASET_FILES, FILES
+from onnes.stage_settings import settings_argument
 
 RESULTS = f"{config['results_dir']}/{config['campaign']}"
 CLUSTER = config["cluster"]
@@ -55,6 +57,22 @@ def check_cluster_resources(rule_names):
         )
 
 
+if config["data_mirror"]:
+    check_mirror(
+        config["data_mirror"],
+        sorted({p for d in DATASETS for p in DATASET_FILES[d]} | set(AUXILIARY_FILES)),
+        CACHE,
+    )
+
+
+def settings_of(rule_name):
+    """A rule's ``--settings``: its jobs' slice of the config, built by
+    onnes.stage_settings and nowhere else."""
+    return lambda wildcards: settings_argument(
+        config, rule_name, **dict(wildcards.items())
+    )
+
+
 def raw_files(wildcards):
     """Cached raw files a data set is curated from."""
     return [f"{CACHE}/{path}" for path in DATASET_FILES[wildcards.dataset]]
@@ -63,31 +81,6 @@ def raw_files(wildcards):
 def mirror_option():
     mirror = config["data_mirror"]
     return f"--mirror {shlex.quote(mirror)}" if mirror else ""
-
-
-def curate_settings(wildcards):
-    """The config subset curation of one data set depends on, as shell-quoted JSON.
-
-    Passing only this subset means Snakemake reruns a stage when, and only when, a
-    setting it uses changes.
-    """
-    data = config["data"]
-    subset = {
-        k: v for k, v in data.items() if k not in ("datasets", "per_dataset", "split")
-    }
-    subset["per_dataset"] = {wildcards.dataset: data["per_dataset"][wildcards.dataset]}
-    return shlex.quote(json.dumps({"data": subset}, sort_keys=True))
-
-
-def split_settings(wildcards):
-    data = config["data"]
-    subset = {
-        "split": data["split"],
-        "per_dataset": {wildcards.dataset: data["per_dataset"][wildcards.dataset]},
-    }
-    return shlex.quote(
-        json.dumps({"seed": config["seed"], "data": subset}, sort_keys=True)
-    )
 
 
 def data_targets():
@@ -101,12 +94,8 @@ def data_targets():
 
 
 # -- models ---------------------------------------------------------------------------
+# config.validate has checked that every active name is defined.
 MODELS = config["active_models"] or list(config["models"])
-for _name in MODELS:
-    if _name not in config["models"]:
-        raise ValueError(
-            f"config key 'active_models': '{_name}' is not defined under 'models'"
-        )
 
 
 BASELINES = list(config["active_baselines"])
@@ -124,20 +113,6 @@ wildcard_constraints:
     slot=r"\d+",
 
 
-def model_entries(name):
-    """A model's config entry plus the entries it refers to (weights_from, adapter.base)."""
-    entry = config["models"][name]
-    names = [name] + [n for n in (entry["weights_from"], entry["adapter"]["base"]) if n]
-    return {n: config["models"][n] for n in names}
-
-
-def model_settings(wildcards):
-    """Shell-quoted JSON of the seed and this model's entry: a rule reruns only when
-    these change."""
-    subset = {"seed": config["seed"], "models": model_entries(wildcards.model)}
-    return shlex.quote(json.dumps(subset, sort_keys=True))
-
-
 def source_dataset(name):
     """The curated data set a model trains on, or a baseline draws from."""
     if name in config["models"]:
@@ -152,6 +127,9 @@ def model_split(split):
     return inputs
 
 
+TORCHRUN_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+
+
 def train_launcher(wildcards):
     """Nothing for one process; torchrun for several GPUs on one node; on several nodes
     one torchrun per node through srun, meeting at the first node of the allocation."""
@@ -159,10 +137,17 @@ def train_launcher(wildcards):
     per_node = max(1, train["gpus"])
     if per_node * train["nodes"] == 1:
         return ""
+    # torchrun handles TERM, INT, HUP and QUIT; SLURM's time-limit warning is USR1, which
+    # would kill the agent outright. Listed here (torchrun's --signals-to-handle; one
+    # without that option ignores it), the agent forwards USR1 to the ranks, which save
+    # their state and exit 75.
+    signals = f"PET_SIGNALS_TO_HANDLE={TORCHRUN_SIGNALS}"
     if train["nodes"] == 1:
-        return f"torchrun --standalone --nproc_per_node={per_node} --no-python"
+        return (
+            f"{signals} torchrun --standalone --nproc_per_node={per_node} --no-python"
+        )
     return (
-        f"srun --ntasks-per-node=1 torchrun --nnodes={train['nodes']} --nproc_per_node={per_node}"
+        f"{signals} srun --ntasks-per-node=1 torchrun --nnodes={train['nodes']} --nproc_per_node={per_node}"
         " --rdzv_backend=c10d --rdzv_id=$SLURM_JOB_ID"
         " --rdzv_endpoint=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n 1):29500 --no-python"
     )
@@ -200,26 +185,6 @@ def sample_shards(wildcards):
         model=wildcards.model,
         shard=range(shards),
     )
-
-
-def screen_settings(screen_keys=(), relax_keys=()):
-    """Shell-quoted JSON of the screening settings one rule uses, so that a changed
-    metric setting, say, does not rerun relaxations."""
-    subset = {
-        "seed": config["seed"],
-        "screen": {k: config["screen"][k] for k in screen_keys},
-        "relax": {k: config["relax"][k] for k in relax_keys},
-    }
-    return shlex.quote(json.dumps(subset, sort_keys=True))
-
-
-def baseline_settings(wildcards):
-    subset = {
-        "seed": config["seed"],
-        "data": config["data"],
-        "baselines": {wildcards.model: config["baselines"][wildcards.model]},
-    }
-    return shlex.quote(json.dumps(subset, sort_keys=True))
 
 
 def baseline_num_samples():
@@ -337,10 +302,6 @@ def dft_mpi(wildcards):
     """srun for a multi-rank DFT job (the executor then leaves the job step to CP2K's
     launcher); nothing for one rank (the executor refuses mpi with one task)."""
     return "srun" if config["dft"]["resources"]["tasks"] > 1 else ""
-
-
-def dft_settings(wildcards):
-    return shlex.quote(json.dumps({"dft": config["dft"]}, sort_keys=True))
 
 
 def _cp2k_data_input():

@@ -26,6 +26,8 @@ rule curate_dataset:
         report=f"{RESULTS}/data/{{dataset}}/curation.json",
     log:
         f"{RESULTS}/logs/data/curate_{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/data/curate_{{dataset}}.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: config["data"]["threads"]
@@ -36,7 +38,7 @@ rule curate_dataset:
             runtime=60,
         ),
     params:
-        settings=curate_settings,
+        settings=settings_of("curate_dataset"),
         cache=lambda wildcards, input: input[0][
             : -len(DATASET_FILES[wildcards.dataset][0]) - 1
         ],
@@ -60,7 +62,7 @@ rule split_dataset:
     conda:
         "../envs/analysis.yaml"
     params:
-        settings=split_settings,
+        settings=settings_of("split_dataset"),
         out_dir=lambda wildcards, output: os.path.dirname(output.train),
     shell:
         "onnes data split --dataset {wildcards.dataset} --input {input:q}"

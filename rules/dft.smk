@@ -35,7 +35,7 @@ rule dft_select:
             if name != "cp2k_data"
         ),
         cp2k_data=cp2k_data_option,
-        settings=dft_settings,
+        settings=settings_of("dft_select"),
     shell:
         "onnes dft select --ranked {params.ranked} {params.cp2k_data} --out {output:q}"
         " --settings {params.settings} > {log:q} 2>&1"
@@ -48,6 +48,8 @@ rule dft_run:
         f"{RESULTS}/dft/slots/{{slot}}.json",
     log:
         f"{RESULTS}/logs/dft/run_{{slot}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/dft/run_{{slot}}.tsv"
     conda:
         "../envs/dft.yaml"
     threads: config["dft"]["resources"]["threads"]
@@ -65,7 +67,7 @@ rule dft_run:
         # dft/slots/{slot}.json -> dft/: calculations go to dft/{source}/{id}/
         work_root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
         cp2k_data=cp2k_data_option,
-        settings=dft_settings,
+        settings=settings_of("dft_run"),
         launcher=lambda wildcards, resources: (
             f"--launcher {resources.mpi}" if resources.mpi else ""
         ),

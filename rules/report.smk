@@ -57,7 +57,7 @@ rule campaign_report:
         repo=workflow.basedir,
         out_dir=lambda wildcards, output: os.path.dirname(output.index),
         references=report_reference_options,
-        settings=shlex.quote(json.dumps(config, sort_keys=True)),
+        settings=settings_of("campaign_report"),
     shell:
         "onnes report --results {params.results:q} --out-dir {params.out_dir:q} --sources {params.sources}"
         " --models {params.models} --raw-files {input.raw:q} --cache {params.cache:q} --repo {params.repo:q}"

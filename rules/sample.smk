@@ -8,6 +8,8 @@ rule sample_shard:
         f"{RESULTS}/samples/{{model}}/shards/{{shard}}.parquet",
     log:
         f"{RESULTS}/logs/sample/{{model}}_{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sample/{{model}}_{{shard}}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: lambda wildcards: config["models"][wildcards.model]["sample"]["threads"]
@@ -21,7 +23,7 @@ rule sample_shard:
             runtime=120,
         ),
     params:
-        settings=model_settings,
+        settings=settings_of("sample_shard"),
     shell:
         "onnes sample shard --checkpoint {input:q} --shard {wildcards.shard} --out {output:q}"
         " --model {wildcards.model} --settings {params.settings} > {log:q} 2>&1"
@@ -52,6 +54,8 @@ rule sample_csp:
         f"{RESULTS}/samples/{{model}}/csp.parquet",
     log:
         f"{RESULTS}/logs/sample/{{model}}_csp.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sample/{{model}}_csp.tsv"
     conda:
         "../envs/torch.yaml"
     threads: lambda wildcards: config["models"][wildcards.model]["sample"]["threads"]
@@ -65,16 +69,7 @@ rule sample_csp:
             runtime=120,
         ),
     params:
-        settings=lambda wildcards: shlex.quote(
-            json.dumps(
-                {
-                    "seed": config["seed"],
-                    "screen": {"metrics": config["screen"]["metrics"]},
-                    "models": model_entries(wildcards.model),
-                },
-                sort_keys=True,
-            )
-        ),
+        settings=settings_of("sample_csp"),
     shell:
         "onnes sample csp --checkpoint {input.checkpoint:q} --reference {input.reference:q}"
         " --model {wildcards.model} --out {output:q} --settings {params.settings} > {log:q} 2>&1"

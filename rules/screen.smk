@@ -11,6 +11,8 @@ rule screen_match:
         f"{RESULTS}/screen/{{model}}/matched.parquet",
     log:
         f"{RESULTS}/logs/screen/{{model}}_match.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/screen/{{model}}_match.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: config["screen"]["threads"]
@@ -21,9 +23,7 @@ rule screen_match:
             runtime=120,
         ),
     params:
-        settings=screen_settings(
-            ["min_distance", "min_volume", "oxidation_states", "matcher"]
-        ),
+        settings=settings_of("screen_match"),
     shell:
         "onnes screen match --samples {input.samples:q} --reference {input.reference:q} --out {output:q}"
         " --threads {threads} --settings {params.settings} > {log:q} 2>&1"
@@ -38,6 +38,8 @@ rule relax_shard:
         f"{RESULTS}/screen/{{model}}/relax/{{shard}}.parquet",
     log:
         f"{RESULTS}/logs/screen/{{model}}_relax_{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/screen/{{model}}_relax_{{shard}}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: config["relax"]["threads"]
@@ -49,7 +51,7 @@ rule relax_shard:
             runtime=240,
         ),
     params:
-        settings=screen_settings(relax_keys=list(config["relax"])),
+        settings=settings_of("relax_shard"),
     shell:
         "onnes relax --table {input.matched:q} --out {output:q} --shard {wildcards.shard}"
         " --references {input.references:q} --elements {input.elements:q}"
@@ -99,7 +101,7 @@ rule screen_finish:
             runtime=60,
         ),
     params:
-        settings=screen_settings(["stable_threshold"], ["select"]),
+        settings=settings_of("screen_finish"),
     shell:
         "onnes screen finish --matched {input.matched:q} --relaxed {input.relaxed:q}"
         " --references {input.references:q} --elements {input.elements:q} --out {output.screened:q}"
@@ -113,13 +115,19 @@ rule reference_fingerprints:
         f"{RESULTS}/data/{{dataset}}/test_fingerprints.parquet",
     log:
         f"{RESULTS}/logs/screen/fingerprints_{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/screen/fingerprints_{{dataset}}.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: config["screen"]["threads"]
     resources:
-        **rule_resources("reference_fingerprints"),
+        **rule_resources(
+            "reference_fingerprints",
+            mem_mb=8000,
+            runtime=120,
+        ),
     params:
-        settings=screen_settings(["metrics"]),
+        settings=settings_of("reference_fingerprints"),
     shell:
         "onnes screen fingerprints --table {input:q} --out {output:q} --threads {threads}"
         " --settings {params.settings} > {log:q} 2>&1"
@@ -139,13 +147,19 @@ rule screen_metrics:
         ),
     log:
         f"{RESULTS}/logs/screen/{{model}}_metrics.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/screen/{{model}}_metrics.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: config["screen"]["threads"]
     resources:
-        **rule_resources("screen_metrics"),
+        **rule_resources(
+            "screen_metrics",
+            mem_mb=8000,
+            runtime=120,
+        ),
     params:
-        settings=screen_settings(["metrics"]),
+        settings=settings_of("screen_metrics"),
         csp=lambda wildcards, input: f"--csp {input.csp}" if input.csp else "",
     shell:
         "onnes screen metrics --screened {input.screened:q} --reference {input.reference:q}"

@@ -11,6 +11,8 @@ rule tc_predictor:
         metrics=f"{RESULTS}/tc/predictor/metrics.json",
     log:
         f"{RESULTS}/logs/tc/predictor.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tc/predictor.tsv"
     conda:
         "../envs/analysis.yaml"
     threads: config["tc"]["predictor"]["threads"]
@@ -25,15 +27,7 @@ rule tc_predictor:
             f"--{name} {shlex.quote(path)}" for name, path in input.items()
         ),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
-        settings=lambda wildcards: shlex.quote(
-            json.dumps(
-                {
-                    "seed": config["seed"],
-                    "tc": {"predictor": config["tc"]["predictor"]},
-                },
-                sort_keys=True,
-            )
-        ),
+        settings=settings_of("tc_predictor"),
     shell:
         "onnes tc train {params.inputs} --out-dir {params.out_dir:q} --settings {params.settings}"
         " > {log:q} 2>&1"
@@ -59,9 +53,7 @@ rule tc_rank:
         ),
     params:
         predictor_dir=lambda wildcards, input: os.path.dirname(input.predictor),
-        settings=lambda wildcards: shlex.quote(
-            json.dumps({"tc": {"rank": config["tc"]["rank"]}}, sort_keys=True)
-        ),
+        settings=settings_of("tc_rank"),
     shell:
         "onnes tc rank --screened {input.screened:q} --predictor {params.predictor_dir:q}"
         " --predicted {output.predicted:q} --out {output.ranked:q} --settings {params.settings}"
@@ -93,9 +85,7 @@ rule tc_compare:
         pairs=lambda wildcards: " ".join(
             shlex.quote(f"{a}={b}") for a, b in steering_pairs().items()
         ),
-        settings=lambda wildcards: shlex.quote(
-            json.dumps({"tc": {"steering": config["tc"]["steering"]}}, sort_keys=True)
-        ),
+        settings=settings_of("tc_compare"),
     shell:
         "onnes tc compare --predicted {params.predicted} --pairs {params.pairs} {params.training}"
         " --out {output.table:q} --settings {params.settings} > {log:q} 2>&1"

@@ -11,6 +11,8 @@ rule train_model:
         metrics=f"{RESULTS}/models/{{model}}/metrics.csv",
     log:
         f"{RESULTS}/logs/train/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{model}}.tsv"
     # A preempted or timed-out job exits 75 with its state saved; the retry resumes it.
     retries: 5
     conda:
@@ -32,7 +34,7 @@ rule train_model:
             slurm_extra="--signal=USR1@300",
         ),
     params:
-        settings=model_settings,
+        settings=settings_of("train_model"),
         launcher=train_launcher,
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
         base=lambda wildcards, input: (

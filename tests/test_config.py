@@ -38,6 +38,7 @@ def test_partial_dataset_settings_keep_other_defaults():
         ({"data": {"allowed_elements": ["Fe", "Xx"]}}, "'data.allowed_elements'"),
         ({"data": {"split": {"train": 0.9, "val": 0.1, "test": 0.1}}}, "'data.split'"),
         ({"campaign": "a b/c"}, "'campaign'"),
+        ({"active_models": ["nosuch"]}, "'active_models': 'nosuch'"),
     ],
 )
 def test_bad_config_names_the_key(config, named):

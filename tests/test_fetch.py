@@ -104,3 +104,22 @@ def test_every_registered_file_in_the_mirror_verifies(mirror, tmp_path):
     for dataset in DATASET_FILES:
         for path in DATASET_FILES[dataset]:
             assert fetch(path, tmp_path, mirror).is_file()
+
+
+def test_mirror_check_at_start_names_what_is_missing(tmp_path):
+    """The workflow's start-up check: a missing directory, then files neither mirrored
+    nor cached, each named; cached files need no mirror copy."""
+    from onnes.data.fetch import check_mirror
+
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
+    paths = ["a/one.csv.gz", "b/two.csv.gz"]
+    with pytest.raises(FetchError, match="does not exist"):
+        check_mirror(mirror, paths, cache)
+    (mirror / "a").mkdir(parents=True)
+    (mirror / "a/one.csv.gz").write_bytes(b"x")
+    with pytest.raises(FetchError, match=r"1 file\(s\).*b/two\.csv\.gz") as error:
+        check_mirror(mirror, paths, cache)
+    assert "a/one.csv.gz" not in str(error.value)
+    (cache / "b").mkdir(parents=True)
+    (cache / "b/two.csv.gz").write_bytes(b"y")
+    check_mirror(mirror, paths, cache)

@@ -130,9 +130,11 @@ def test_mpi_dft_job_and_per_rule_resources_from_config(tmp_path):
 
 
 def test_the_profiles_parse():
-    """Every key in the slurm and local profiles is a real Snakemake option."""
+    """Every key in the slurm profile and in the default workflow profile is a real
+    Snakemake option, and both are read."""
     from snakemake.cli import parse_args
 
-    for profile in ("slurm", "local"):
-        parser, args = parse_args(["--profile", profile, "-n"])
-        assert args is not None
+    parser, args = parse_args(["--profile", "slurm", "-n"])
+    assert args is not None and args.executor == "slurm" and args.rerun_incomplete
+    parser, args = parse_args(["-n"])
+    assert args is not None and args.rerun_incomplete and args.latency_wait == 60

@@ -53,6 +53,17 @@ def test_dry_run_shows_the_campaign_dag(tmp_path):
         assert rule in text
 
 
+def test_plain_snakemake_reads_the_default_profile(tmp_path):
+    """No --profile: the workflow's default profile supplies the settings a restarted
+    campaign needs, and no `cores`, which would cap cluster jobs' threads."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-d", str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "profiles/default" in result.stdout + result.stderr
+    profile = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
+    assert profile["rerun-incomplete"] is True and profile["latency-wait"] >= 10 and "cores" not in profile
+
+
 def test_a_config_typo_fails_naming_the_key(tmp_path):
     result = snakemake("-n", "-d", str(tmp_path), "--config", "campain=x", check=False)
     assert result.returncode != 0

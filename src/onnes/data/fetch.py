@@ -92,6 +92,21 @@ def fetch(path: str, cache_dir: str | Path, mirror: str | Path | None = None) ->
     return target
 
 
+def check_mirror(mirror: str | Path, paths: list[str], cache_dir: str | Path) -> None:
+    """Fail at workflow start, not in a job, when the mirror cannot serve a file the
+    campaign needs: a missing directory, or files neither in the mirror nor cached."""
+    mirror, cache_dir = Path(mirror), Path(cache_dir)
+    missing = [p for p in paths if not (cache_dir / p).is_file() and not (mirror / p).is_file()]
+    if not missing:
+        return
+    if not mirror.is_dir():
+        raise FetchError(f"config key 'data_mirror': the mirror directory {mirror} does not exist")
+    raise FetchError(
+        f"config key 'data_mirror': {len(missing)} file(s) this campaign needs are not in the mirror "
+        f"{mirror}: {', '.join(missing)} (a mirror is laid out like the upstream data mirror, see README)"
+    )
+
+
 def _copy_from_mirror(entry: RawFile, mirror: Path, target: Path) -> None:
     source = mirror / entry.path
     if not source.is_file():

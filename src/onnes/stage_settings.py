@@ -1,0 +1,111 @@
+"""Each job's slice of the campaign config: the one place a rule's ``--settings`` is built.
+
+A rule passes its job only the keys that job's stage reads, so Snakemake reruns a job
+when, and only when, one of them changes (a new metric count does not rerun the
+relaxations). ``rules/common.smk`` calls :func:`settings_argument` for every rule with
+``--settings``; the CLI fills the schema's defaults back in (``config.parse_settings``),
+and ``tests/test_stage_settings.py`` checks every rule's settings of a dry run against
+:func:`stage_settings`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any, Callable
+
+Config = dict[str, Any]
+
+# Screening keys each screening rule reads (relaxation reads the whole relax block).
+_MATCH_KEYS = ("min_distance", "min_volume", "oxidation_states", "matcher")
+
+
+def model_entries(config: Config, name: str) -> dict[str, Any]:
+    """A model's entry plus the entries it refers to (weights_from, adapter.base): the
+    whole architecture a checkpoint was trained with."""
+    entry = config["models"][name]
+    names = [name] + [n for n in (entry["weights_from"], entry["adapter"]["base"]) if n]
+    return {n: config["models"][n] for n in names}
+
+
+def _curate(config: Config, dataset: str) -> Config:
+    data = config["data"]
+    subset = {k: v for k, v in data.items() if k not in ("datasets", "per_dataset", "split")}
+    subset["per_dataset"] = {dataset: data["per_dataset"][dataset]}
+    return {"data": subset}
+
+
+def _split(config: Config, dataset: str) -> Config:
+    data = config["data"]
+    return {"seed": config["seed"],
+            "data": {"split": data["split"], "per_dataset": {dataset: data["per_dataset"][dataset]}}}
+
+
+def _model(config: Config, model: str) -> Config:
+    return {"seed": config["seed"], "models": model_entries(config, model)}
+
+
+def _csp(config: Config, model: str) -> Config:
+    return {**_model(config, model), "screen": {"metrics": config["screen"]["metrics"]}}
+
+
+def _baseline(config: Config, model: str) -> Config:
+    return {"seed": config["seed"], "data": config["data"],
+            "baselines": {model: config["baselines"][model]}}
+
+
+def _screen(screen_keys: tuple[str, ...] = (), relax_keys: tuple[str, ...] | None = ()):
+    def subset(config: Config, **_: str) -> Config:
+        relax = config["relax"] if relax_keys is None else {k: config["relax"][k] for k in relax_keys}
+        return {"seed": config["seed"], "screen": {k: config["screen"][k] for k in screen_keys}, "relax": relax}
+
+    return subset
+
+
+def _block(*path: str, seed: bool = False):
+    """The config under ``path`` (e.g. tc.rank), nested as in the config."""
+
+    def subset(config: Config, **_: str) -> Config:
+        value: Any = config
+        for key in path:
+            value = value[key]
+        for key in reversed(path):
+            value = {key: value}
+        return {"seed": config["seed"], **value} if seed else value
+
+    return subset
+
+
+SLICES: dict[str, Callable[..., Config]] = {
+    "curate_dataset": lambda c, dataset: _curate(c, dataset),
+    "split_dataset": lambda c, dataset: _split(c, dataset),
+    "train_model": lambda c, model: _model(c, model),
+    "sample_shard": lambda c, model, shard=None: _model(c, model),
+    "sample_csp": lambda c, model: _csp(c, model),
+    "sample_baseline": lambda c, model: _baseline(c, model),
+    "screen_match": _screen(_MATCH_KEYS),
+    "relax_shard": _screen(relax_keys=None),
+    "screen_finish": _screen(("stable_threshold",), ("select",)),
+    "reference_fingerprints": _screen(("metrics",)),
+    "screen_metrics": _screen(("metrics",)),
+    "tc_predictor": _block("tc", "predictor", seed=True),
+    "tc_rank": _block("tc", "rank"),
+    "tc_compare": _block("tc", "steering"),
+    "dft_select": _block("dft"),
+    "dft_run": _block("dft"),
+    "campaign_report": lambda c: c,
+}
+
+
+def stage_settings(config: Config, rule: str, **wildcards: str) -> Config:
+    """The config subset the job of ``rule`` (with these wildcards) receives."""
+    try:
+        build = SLICES[rule]
+    except KeyError:
+        raise KeyError(f"no settings are defined for rule '{rule}' (known: {', '.join(sorted(SLICES))})") from None
+    return build(config, **wildcards)
+
+
+def settings_argument(config: Config, rule: str, **wildcards: str) -> str:
+    """:func:`stage_settings` as the shell-quoted JSON of a ``--settings`` argument."""
+    return shlex.quote(json.dumps(stage_settings(config, rule, **wildcards), sort_keys=True))

@@ -1,0 +1,71 @@
+"""Every rule's --settings comes from onnes.stage_settings, for every job of a dry run."""
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from onnes import config as cfg
+from onnes.stage_settings import SLICES, stage_settings
+
+
+def dry_run_jobs(*args):
+    """(rule, wildcards, parsed --settings or None) of every job a dry run prints."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "-p", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if not head:
+            continue
+        wildcards = {}
+        found = re.search(r"^\s+wildcards: (.+)$", block, re.MULTILINE)
+        if found:
+            wildcards = dict(item.split("=", 1) for item in found.group(1).split(", "))
+        settings = None
+        command = next((line for line in block.splitlines() if "--settings " in line), None)
+        if command:
+            tokens = shlex.split(command.split(" > ")[0])
+            settings = json.loads(tokens[tokens.index("--settings") + 1])
+        jobs.append((head.group(1), wildcards, settings))
+    return jobs
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/demo.yaml"])
+def test_every_rule_settings_are_the_stage_slice(tmp_path, configfile):
+    jobs = dry_run_jobs("-d", str(tmp_path), "--configfile", str(REPO / configfile))
+    # The report receives the whole validated config: the reference for every slice.
+    (config,) = [settings for rule, _, settings in jobs if rule == "campaign_report"]
+    assert config == cfg.validate(json.loads(json.dumps(config)))
+    with_settings = {rule for rule, _, settings in jobs if settings is not None}
+    assert with_settings == set(SLICES), "a rule passes --settings without a slice, or a slice has no rule"
+    for rule, wildcards, settings in jobs:
+        if settings is not None:
+            expected = json.loads(json.dumps(stage_settings(config, rule, **wildcards)))
+            assert settings == expected, f"{rule} {wildcards}: settings differ from stage_settings"
+
+
+def test_slices_pass_validation_and_keep_their_values():
+    """A slice is a valid config on its own, and filling the defaults back in changes
+    none of the values it carries."""
+    config = cfg.load(REPO / "config/demo.yaml")
+    wildcards = {"curate_dataset": {"dataset": "mp20"}, "split_dataset": {"dataset": "mp20"},
+                 "train_model": {"model": "flow-tc-adapter"}, "sample_shard": {"model": "flow", "shard": "0"},
+                 "sample_csp": {"model": "flow"}, "sample_baseline": {"model": "pyxtal"}}
+
+    def contained(part, whole):
+        if isinstance(part, dict):
+            return all(k in whole and contained(v, whole[k]) for k, v in part.items())
+        return part == whole
+
+    for rule in SLICES:
+        subset = json.loads(json.dumps(stage_settings(config, rule, **wildcards.get(rule, {}))))
+        filled = cfg.parse_settings(json.dumps(subset))
+        assert contained(subset, filled), rule
+        assert contained(subset, json.loads(json.dumps(config))), rule

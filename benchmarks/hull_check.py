@@ -59,7 +59,7 @@ def main() -> None:
     report("1. DFT formation energies on this hull vs MP e_above_hull", dft, mp_hull)
 
     started = time.perf_counter()
-    relaxed = relax_rows(load_chgnet(args.device), table, RelaxSettings(reject_above_hull=None))
+    relaxed = relax_rows(load_chgnet(args.device), table, RelaxSettings.defaults(reject_above_hull=None))
     print(f"CHGNet relaxation: {len(table)} structures in {time.perf_counter() - started:.1f} s; "
           f"{relaxed.relax_status.value_counts().to_dict()}")
     stability = evaluate_stability(relaxed, hull)

@@ -112,7 +112,7 @@ def sharded(rows: pd.DataFrame, settings: RelaxSettings, args) -> pd.DataFrame:
 
 def labels(args, model, reference, hull) -> None:
     table = novel_rows(args.demo, args.models, args.novel, skip=args.skip)
-    settings = RelaxSettings(max_steps=args.max_steps, reject_above_hull=None, reject_volume_ratio=np.inf)
+    settings = RelaxSettings.defaults(max_steps=args.max_steps, reject_above_hull=None, reject_volume_ratio=np.inf)
     trace: list = []
     started = time.perf_counter()
     result = relax_rows(model, table, settings, reference, trace=trace)
@@ -151,7 +151,7 @@ def benchmark(args, model, reference, hull) -> None:
     novel = novel_rows(args.demo, args.models, args.novel, skip=0)
     perturbed = perturbed_rows(args.demo / "data" / "mp20" / "test.parquet", args.perturbed, 0.1, 0.03)
     table = pd.concat([novel, perturbed], ignore_index=True)
-    settings = RelaxSettings(max_steps=args.max_steps)
+    settings = RelaxSettings.defaults(max_steps=args.max_steps)
     subsets = {"novel": novel, "perturbed MP-20": perturbed}
     runs, seconds = {}, {}
     for name in args.runs:  # each subset timed on its own; the mixed set is their sum

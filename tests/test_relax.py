@@ -73,7 +73,7 @@ def test_batched_relaxation_matches_struct_optimizer(model):
     from chgnet.model import StructOptimizer
 
     table = perturbed_table()
-    settings = RelaxSettings(max_steps=200)
+    settings = RelaxSettings.defaults(max_steps=200)
     result = relax_rows(model, table, settings).set_index("id")
     optimizer = StructOptimizer(model=model, use_device="cpu")
     for _, row in table.iterrows():
@@ -94,8 +94,8 @@ def test_in_flight_batching_does_not_change_results(model):
     same relaxations as one batch of all."""
     table = pd.concat([perturbed_table()] * 3, ignore_index=True)
     table["id"] = [f"{i}-{k}" for k, i in enumerate(table.id)]
-    together = relax_rows(model, table, RelaxSettings(max_steps=60, batch_atoms=1000))
-    queued = relax_rows(model, table, RelaxSettings(max_steps=60, batch_atoms=8))
+    together = relax_rows(model, table, RelaxSettings.defaults(max_steps=60, batch_atoms=1000))
+    queued = relax_rows(model, table, RelaxSettings.defaults(max_steps=60, batch_atoms=8))
     assert queued.id.tolist() == table.id.tolist()
     assert (together.relax_steps == queued.relax_steps).all()
     np.testing.assert_allclose(together.energy_chgnet_per_atom, queued.energy_chgnet_per_atom, atol=1e-4)
@@ -103,7 +103,7 @@ def test_in_flight_batching_does_not_change_results(model):
 
 def test_structures_far_above_the_hull_are_rejected_early_with_the_figure(model):
     table = perturbed_table()
-    settings = RelaxSettings(max_steps=200, reject_after=3, reject_above_hull=0.5)
+    settings = RelaxSettings.defaults(max_steps=200, reject_after=3, reject_above_hull=0.5)
     # a hull 10 eV/atom below anything CHGNet predicts for silicon; none known for NaCl
     result = relax_rows(model, table, settings, reference_energy=lambda s: -15.0 if s[0] == 14 else None
                         ).set_index("id")
@@ -114,7 +114,7 @@ def test_structures_far_above_the_hull_are_rejected_early_with_the_figure(model)
 
 
 def test_exploding_cells_are_rejected_and_nothing_before_reject_after():
-    settings = RelaxSettings(reject_after=10, reject_above_hull=1.0, reject_volume_ratio=4.0)
+    settings = RelaxSettings.defaults(reject_after=10, reject_above_hull=1.0, reject_volume_ratio=4.0)
     rejection = EarlyRejection(settings, None)
     reasons = rejection.reasons(steps=[9, 10, 10, 10], energy_per_atom=[5.0, -3.0, -3.0, 1.0],
                                 hull_reference=[-4.0, -4.0, -4.0, np.nan], volume_ratio=[9.0, 1.0, 0.2, 5.0])
@@ -133,7 +133,7 @@ def test_bad_structures_are_rejected_with_reasons(model):
     big = crystals.from_structures([rocksalt().make_supercell([4, 4, 4])], ["huge"], "t").iloc[0]
     for column in ("species", "frac_coords", "lattice"):
         bad.at[2, column] = big[column]
-    result = relax_rows(model, bad, RelaxSettings(max_atoms=200)).set_index("id")
+    result = relax_rows(model, bad, RelaxSettings.defaults(max_atoms=200)).set_index("id")
     assert (result.relax_status == "rejected").all()
     assert "non-finite" in result.relax_error["nan"]
     assert "Z=150" in result.relax_error["unknown-z"]
@@ -144,7 +144,7 @@ def test_bad_structures_are_rejected_with_reasons(model):
 def test_isolated_atoms_fail_with_a_reason_and_the_batch_goes_on(model):
     table = perturbed_table()
     lonely = crystals.from_structures([rocksalt(14.0)], ["lonely"], "t")  # 7 A apart: beyond CHGNet's 5 A
-    result = relax_rows(model, pd.concat([lonely, table], ignore_index=True), RelaxSettings(max_steps=50)
+    result = relax_rows(model, pd.concat([lonely, table], ignore_index=True), RelaxSettings.defaults(max_steps=50)
                         ).set_index("id")
     assert result.relax_status["lonely"] == "failed" and "isolated" in result.relax_error["lonely"]
     assert result.relax_status[["nacl", "si"]].tolist() == ["converged", "converged"]
@@ -152,7 +152,7 @@ def test_isolated_atoms_fail_with_a_reason_and_the_batch_goes_on(model):
 
 def test_killed_job_resumes_without_redoing_finished_structures(model, tmp_path, monkeypatch):
     table = perturbed_table()
-    settings = RelaxSettings(max_steps=3, chunk_size=1)
+    settings = RelaxSettings.defaults(max_steps=3, chunk_size=1)
     first = relax_table(model, table, tmp_path, settings)
     assert sorted(p.name for p in (tmp_path / "parts").glob("*.parquet")) == ["00000.parquet", "00001.parquet"]
     (tmp_path / "parts/00001.parquet").unlink()  # as if killed before the second result was written
@@ -172,10 +172,10 @@ def test_killed_job_resumes_without_redoing_finished_structures(model, tmp_path,
 
 def test_changed_settings_discard_finished_parts(model, tmp_path):
     table = perturbed_table()
-    relax_table(model, table, tmp_path, RelaxSettings(max_steps=2, chunk_size=1))
+    relax_table(model, table, tmp_path, RelaxSettings.defaults(max_steps=2, chunk_size=1))
     stale = tmp_path / "parts/00000.parquet"
     stale_time = stale.stat().st_mtime_ns
-    result = relax_table(model, table, tmp_path, RelaxSettings(max_steps=4, chunk_size=1))
+    result = relax_table(model, table, tmp_path, RelaxSettings.defaults(max_steps=4, chunk_size=1))
     assert stale.stat().st_mtime_ns != stale_time  # recomputed, not reused
     assert result.relax_steps.max() > 2
 

@@ -96,7 +96,7 @@ def _dft_run(args: argparse.Namespace) -> None:
         record = {"dft_slot": args.slot, "dft_status": "no_candidate"}
     else:
         row = chosen.iloc[0]
-        # DESIGN layout: results/{campaign}/dft/{source}/{candidate_id}/
+        # Output layout (docs/architecture.md): results/{campaign}/dft/{source}/{candidate_id}/
         work_dir = args.work_root / str(row["source"]) / str(row["id"])
         record = run_candidate(row, settings, work_dir, args.cp2k_data)
         record["dft_slot"] = args.slot
@@ -403,19 +403,18 @@ def _relax(args: argparse.Namespace) -> None:
     from onnes.screen.funnel import select_for_relaxation
     from onnes.screen.relax import RelaxSettings, relax_file
 
-    relax = dict(_load_config(args)["relax"])
-    device = relax.pop("device")
-    step, cap, shards = relax.pop("select"), relax.pop("max_structures"), relax.pop("shards")
+    relax = _load_config(args)["relax"]
+    step, cap = relax["select"], relax["max_structures"]
     import torch
 
-    torch.set_num_threads(relax.pop("threads"))
+    torch.set_num_threads(relax["threads"])
 
     def select(table):  # a screened table relaxes the rows past the configured step
         return select_for_relaxation(table, step, cap) if step in table else table
 
     hull_files = (args.references, args.elements) if args.references and args.elements else None
-    result = relax_file(args.table, args.out, RelaxSettings(**relax), device=device, shard=args.shard,
-                        shards=shards, select=select, hull_files=hull_files)
+    result = relax_file(args.table, args.out, RelaxSettings.from_config(relax), device=relax["device"],
+                        shard=args.shard, shards=relax["shards"], select=select, hull_files=hull_files)
     log.info("relaxation: %s", result.relax_status.value_counts().to_dict())
 
 

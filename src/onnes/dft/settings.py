@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 
 @dataclass(frozen=True)
 class DftSettings:
-    code: str = "cp2k"
-    calculation: str = "relax"  # "static" (single point) or "relax" (relax, then static)
-    top_k: int = 2
-    max_sites: int = 20
-    retries: int = 1
-    exclude_elements: tuple[str, ...] = ()
-    store: dict[str, Any] = field(default_factory=lambda: {"type": "json"})
-    cp2k: dict[str, Any] = field(default_factory=dict)
-    vasp: dict[str, Any] = field(default_factory=dict)
+    """No defaults here: they live in the config schema; build with :meth:`from_config`."""
+
+    code: str
+    calculation: str  # "static" (single point) or "relax" (relax, then static)
+    top_k: int
+    max_sites: int
+    retries: int
+    exclude_elements: tuple[str, ...]
+    store: dict[str, Any]
+    cp2k: dict[str, Any]
+    vasp: dict[str, Any]
 
     def with_launcher(self, launcher: str | None) -> "DftSettings":
         """CP2K started through an MPI launcher (``srun`` on SLURM with several tasks).

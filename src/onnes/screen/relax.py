@@ -29,7 +29,7 @@ import logging
 import shutil
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -48,15 +48,35 @@ RESULT_COLUMNS = ["id", "relax_status", "relax_error", "energy_chgnet", "energy_
 
 @dataclass(frozen=True)
 class RelaxSettings:
-    fmax: float = 0.1  # eV/A, as StructOptimizer
-    max_steps: int = 500
-    batch_atoms: int | None = 1024  # atoms per CHGNet call; None: sized to free GPU memory
-    chunk_size: int = 256  # finished structures per resumable part
-    max_atoms: int = 200
-    relax_cell: bool = True
-    reject_after: int = 50  # steps before early rejection may act
-    reject_above_hull: float | None = 3.0  # eV/atom above the hull; None: never on energy
-    reject_volume_ratio: float = 4.0  # cell volume grown or shrunk by more than this factor
+    """How each structure is relaxed: the relaxation keys of the config's ``relax`` block.
+
+    No defaults here: they and the keys' meanings live in the config schema, and
+    :meth:`from_config` is the way in (``defaults`` for scripts and tests).
+    """
+
+    fmax: float  # eV/A, as StructOptimizer
+    max_steps: int
+    batch_atoms: int | None  # atoms per CHGNet call; None: sized to free GPU memory
+    chunk_size: int  # finished structures per resumable part
+    max_atoms: int
+    relax_cell: bool
+    reject_after: int  # steps before early rejection may act
+    reject_above_hull: float | None  # eV/atom above the hull; None: never on energy
+    reject_volume_ratio: float  # cell volume grown or shrunk by more than this factor
+
+    @classmethod
+    def from_config(cls, relax: dict, **overrides) -> "RelaxSettings":
+        """From a validated ``relax`` block (its job-level keys, e.g. shards, are not
+        relaxation settings and are left out), with optional overrides."""
+        merged = {**relax, **overrides}
+        return cls(**{f.name: merged[f.name] for f in fields(cls)})
+
+    @classmethod
+    def defaults(cls, **overrides) -> "RelaxSettings":
+        """The schema's defaults, with optional overrides."""
+        from onnes.config import validate
+
+        return cls.from_config(validate({})["relax"], **overrides)
 
 
 class EarlyRejection:
@@ -98,10 +118,15 @@ class EarlyRejection:
         return out
 
 
+# The CHGNet weights the hull's energy footing was checked with (MP2020-compatible
+# energies against the MP-20 references, README "Screening"); chgnet's default may move.
+CHGNET_MODEL = "0.3.0"
+
+
 def load_chgnet(device: str = "cpu"):
     from chgnet.model import CHGNet
 
-    model = CHGNet.load(verbose=False, use_device=device)
+    model = CHGNet.load(model_name=CHGNET_MODEL, verbose=False, use_device=device)
     model.eval()
     return model
 

@@ -1,5 +1,5 @@
 """Campaign outputs -> the report's tables: the funnel, the candidates and per-structure
-descriptors. Reads the DESIGN output layout under ``results/{campaign}``; computes nothing
+descriptors. Reads the output layout (docs/architecture.md) under ``results/{campaign}``; computes nothing
 that a stage already wrote, except descriptors for plotting (density, space group)."""
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ import onnes.config
 
 min_version("9.0")
 
+# Where the conda environments' post-deploy scripts (envs/*.post-deploy.sh) find the
+# package to install into each environment.
+os.environ.setdefault("ONNES_SOURCE", workflow.basedir)
+
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 

@@ -338,14 +338,14 @@ def test_demo_ends_with_the_campaign_page(demo_run):
     report = demo_run / "results/demo/report"
     funnel = pd.read_csv(report / "funnel.csv")
     assert funnel.source.tolist() == DEMO_SOURCES
-    steps = ["generated", "valid", "unique", "novel", "relaxed", "stable", "tc_ranked", "dft_verified"]
+    steps = ["generated", "valid", "unique", "novel", "relaxed", "sun", "tc_ranked", "dft_verified"]
     assert list(funnel.columns[1:]) == steps
     # Monotone down the funnel, and the same counts the stages wrote.
     assert (funnel[steps].diff(axis=1).iloc[:, 1:] <= 0).all().all()
     assert funnel.dft_verified.sum() >= 1
     for _, row in funnel.iterrows():
         stage = json.loads((demo_run / f"results/demo/screen/{row.source}/funnel.json").read_text())["steps"]
-        assert (row.generated, row.relaxed, row.stable) == (stage["generated"], stage["relaxed"], stage["sun"])
+        assert (row.generated, row.relaxed, row.sun) == (stage["generated"], stage["relaxed"], stage["sun"])
     candidates = pd.read_csv(report / "candidates.csv")
     assert 0 < len(candidates) <= 20 and candidates["rank"].tolist() == list(range(1, len(candidates) + 1))
     assert candidates.tc_acquisition.is_monotonic_decreasing

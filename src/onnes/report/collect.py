@@ -12,9 +12,9 @@ import pandas as pd
 from ase.data import atomic_masses
 
 from onnes import crystals
+from onnes.screen.funnel import CAMPAIGN_STEPS, STEPS
 
-# The discovery funnel, stage by stage; "stable" is S.U.N. (stable, unique, novel).
-FUNNEL_STEPS = ["generated", "valid", "unique", "novel", "relaxed", "stable", "tc_ranked", "dft_verified"]
+FUNNEL_STEPS = list(CAMPAIGN_STEPS)
 # g/cm^3 from amu/A^3.
 AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
 
@@ -36,8 +36,8 @@ def funnel_table(results: Path, sources: list[str], dft: pd.DataFrame | None) ->
         verified = None
         if dft is not None:
             verified = int(((dft.source == source) & (dft.dft_status == "success")).sum())
-        rows.append({"source": source, **{k: steps[k] for k in ("generated", "valid", "unique", "novel", "relaxed")},
-                     "stable": steps["sun"], "tc_ranked": tc_ranked, "dft_verified": verified})
+        rows.append({"source": source, **{k: steps[k] for k in STEPS}, "tc_ranked": tc_ranked,
+                     "dft_verified": verified})
     return pd.DataFrame(rows, columns=["source", *FUNNEL_STEPS]).astype({k: "Int64" for k in FUNNEL_STEPS})
 
 

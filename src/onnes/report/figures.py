@@ -15,6 +15,8 @@ import pandas as pd  # noqa: E402
 from onnes.io import atomic_path  # noqa: E402
 from onnes.report.collect import FUNNEL_STEPS  # noqa: E402
 
+STEP_LABELS = {"sun": "S.U.N.", "tc_ranked": "Tc-ranked", "dft_verified": "DFT-verified"}
+
 DPI = 110
 MAX_ELEMENTS = 8
 
@@ -41,7 +43,7 @@ def funnel(table: pd.DataFrame, path: Path) -> Path:
     for _, row in table.iterrows():
         counts = np.array([row[s] if pd.notna(row[s]) else np.nan for s in FUNNEL_STEPS], dtype=float)
         ax.plot(x, np.where(counts > 0, counts, np.nan), marker="o", label=row.source)
-    ax.set_xticks(x, [s.replace("_", "-") for s in FUNNEL_STEPS], rotation=20)
+    ax.set_xticks(x, [STEP_LABELS.get(s, s) for s in FUNNEL_STEPS], rotation=20)
     _log_axes(ax, "structures", "Discovery funnel per model and baseline", legend_size=8)
     return save(fig, path)
 

@@ -27,6 +27,9 @@ from onnes.matching import Tolerances, find_duplicates, find_known, reduced_form
 from onnes.screen.validity import compositional_validity, structural_validity
 
 STEPS = ("generated", "valid", "unique", "novel", "relaxed", "sun")
+# The whole campaign's funnel, as the report and its figures count it: the screening
+# steps, then candidates the Tc predictor ranked and candidates DFT verified.
+CAMPAIGN_STEPS = (*STEPS, "tc_ranked", "dft_verified")
 MATCH_STEPS = STEPS[:4]
 FINISHED = ("converged", "max_steps", "rejected_early")  # relaxation statuses with an energy and a geometry
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition
+from tqdm import tqdm
 
 from onnes.crystals import to_structure
 
@@ -49,10 +50,11 @@ def reduced_formulas(table: pd.DataFrame) -> pd.Series:
 def _pool_map(function: Callable, tasks: list, workers: int) -> list:
     # Largest buckets first so one big bucket does not finish last on its own.
     tasks = sorted(tasks, key=lambda task: -len(task[0]))
+    progress = dict(total=len(tasks), desc="match", unit="formula", mininterval=10)
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(function, tasks, chunksize=1))
-    return [function(task) for task in tasks]
+            return list(tqdm(pool.map(function, tasks, chunksize=1), **progress))
+    return [function(task) for task in tqdm(tasks, **progress)]
 
 
 def _group_bucket(args: tuple[pd.DataFrame, Tolerances]) -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,9 +34,13 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import cdist
 from scipy.stats import wasserstein_distance
+from tqdm import tqdm
 
 from onnes.crystals import to_structure
 
+# Rows per fingerprint task: small enough for a progress line, large enough that building
+# the featurisers per task costs little.
+_FINGERPRINT_CHUNK = 50
 CSP_TOLERANCES = {"stol": 0.5, "angle_tol": 10.0, "ltol": 0.3}
 STRUCT_FEATURES = 61
 COMP_FEATURES = 132
@@ -84,13 +89,14 @@ def fingerprints(table: pd.DataFrame, workers: int = 1) -> pd.DataFrame:
     """Columns ``struct_fp`` and ``comp_fp`` (lists) for every row, in order."""
     rows = list(zip(table.species, table.frac_coords, table.lattice))
     workers = max(1, min(workers, len(rows)))
-    bounds = np.linspace(0, len(rows), workers + 1).astype(int)
-    chunks = [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            ordered = [fp for part in pool.map(_fingerprint_rows, chunks) for fp in part]
-    else:
-        ordered = _fingerprint_rows(rows)
+    chunks = [rows[a:a + _FINGERPRINT_CHUNK] for a in range(0, len(rows), _FINGERPRINT_CHUNK)]
+    progress = tqdm(total=len(rows), desc="fingerprints", unit="struct", mininterval=10)
+    ordered = []
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        for part in (pool.map(_fingerprint_rows, chunks) if pool else map(_fingerprint_rows, chunks)):
+            ordered.extend(part)
+            progress.update(len(part))
+    progress.close()
     return pd.DataFrame({"id": table.id.values,
                          "struct_fp": [list(s) for s, _ in ordered],
                          "comp_fp": [list(c) for _, c in ordered]})

@@ -35,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from onnes.crystals import read_table, row_arrays, write_table
 from onnes.screen.chgnet_batch import crystal_graph, energies_forces_stresses
@@ -232,6 +233,7 @@ def relax_rows(model, table: pd.DataFrame, settings: RelaxSettings, reference_en
         members.keep(keep)
 
     calls, started = 0, time.perf_counter()
+    progress = tqdm(total=len(rows), initial=len(rows) - len(queue), desc="relax", unit="struct", mininterval=10)
     while queue or len(members):
         while queue and (not len(members) or fire.n_atoms.sum() + len(arrays[queue[0]][0]) <= budget):
             i = queue.popleft()
@@ -288,8 +290,10 @@ def relax_rows(model, table: pd.DataFrame, settings: RelaxSettings, reference_en
             if len(members):
                 fire.step(atom_part[atom_keep], cell_part[keep])
                 members.steps += 1
+        progress.update(len(finished))
         if finished and on_finished:
             on_finished(finished)
+    progress.close()
     seconds = time.perf_counter() - started
     log.info("relaxed %d structures in %.1f s (%.2f structures/s), %d CHGNet calls", len(rows), seconds,
              len(rows) / max(seconds, 1e-9), calls)

@@ -14,6 +14,7 @@ rule sample_baseline:
         model=_alternatives(BASELINES),
     conda:
         "../envs/analysis.yaml"
+    threads: config["baselines"]["threads"]
     resources:
         **rule_resources(
             "sample_baseline",
@@ -25,4 +26,4 @@ rule sample_baseline:
         num_samples=baseline_num_samples(),
     shell:
         "onnes baseline {wildcards.model} --reference {input:q} --num-samples {params.num_samples}"
-        " --out {output:q} --settings {params.settings} > {log:q} 2>&1"
+        " --out {output:q} --threads {threads} --settings {params.settings} > {log:q} 2>&1"

@@ -293,7 +293,7 @@ def _baseline(args: argparse.Namespace) -> None:
     if args.name == "pyxtal":
         from onnes.baselines.random_symmetric import sample_random_symmetric
 
-        table = sample_random_symmetric(reference, count, seed, settings["max_attempts"])
+        table = sample_random_symmetric(reference, count, seed, settings["max_attempts"], workers=args.threads)
     else:
         from onnes.baselines.substitution import sample_substitutions
 
@@ -525,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--reference", type=Path, required=True, help="training structures (compositions, parents)")
     baseline.add_argument("--num-samples", type=int, required=True)
     baseline.add_argument("--out", type=Path, required=True)
+    baseline.add_argument("--threads", type=int, default=1, help="worker processes (PyXtal)")
     _add_config_options(baseline)
     baseline.set_defaults(func=_baseline)
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pandas as pd
 from pymatgen.core import Element
+from tqdm import tqdm
 
 from onnes.crystals import structure_columns
 
@@ -39,21 +41,36 @@ def _one(counts: dict[str, int], rng: np.random.Generator, max_attempts: int):
     return None, None
 
 
-def sample_random_symmetric(reference: pd.DataFrame, count: int, seed: int, max_attempts: int = 20
-                            ) -> pd.DataFrame:
-    """``count`` PyXtal crystals; a composition PyXtal cannot place is logged and skipped."""
+def _structure(task: tuple) -> dict | None:
+    """One crystal from (index, parent id, element counts, seed, max attempts)."""
+    k, parent_id, counts, seed, max_attempts = task
+    structure, group = _one(counts, np.random.default_rng(seed), max_attempts)
+    if structure is None:
+        log.warning("PyXtal placed no crystal for %s", counts)
+        return None
+    return {"id": f"pyxtal-{k}", "source": "pyxtal", "space_group_drawn": group, "parent_id": parent_id,
+            "num_sites": len(structure), **structure_columns(structure)}
+
+
+def sample_random_symmetric(reference: pd.DataFrame, count: int, seed: int, max_attempts: int = 20,
+                            workers: int = 1) -> pd.DataFrame:
+    """``count`` PyXtal crystals; a composition PyXtal cannot place is logged and skipped.
+
+    Each crystal has its own seed (spawned from ``seed``), so the table is the same for
+    any number of worker processes.
+    """
     rng = np.random.default_rng(seed)
-    rows = []
     parents = rng.integers(len(reference), size=count)
+    seeds = np.random.SeedSequence(seed).spawn(count)
+    tasks = []
     for k, parent in enumerate(parents):
-        species = np.asarray(reference.species.iloc[parent])
-        numbers, amounts = np.unique(species, return_counts=True)
+        numbers, amounts = np.unique(np.asarray(reference.species.iloc[parent]), return_counts=True)
         counts = {Element.from_Z(int(z)).symbol: int(n) for z, n in zip(numbers, amounts)}
-        structure, group = _one(counts, rng, max_attempts)
-        if structure is None:
-            log.warning("PyXtal placed no crystal for %s", counts)
-            continue
-        rows.append({"id": f"pyxtal-{k}", "source": "pyxtal", "space_group_drawn": group,
-                     "parent_id": reference.id.iloc[parent], "num_sites": len(structure),
-                     **structure_columns(structure)})
-    return pd.DataFrame(rows)
+        tasks.append((k, reference.id.iloc[parent], counts, seeds[k], max_attempts))
+    progress = dict(total=count, desc="pyxtal", unit="struct", mininterval=10)
+    if workers > 1 and count > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            rows = list(tqdm(pool.map(_structure, tasks, chunksize=8), **progress))
+    else:
+        rows = [_structure(task) for task in tqdm(tasks, **progress)]
+    return pd.DataFrame([row for row in rows if row is not None])

@@ -63,3 +63,17 @@ def test_substitution_respects_allowed_elements():
 def test_substitution_without_parents_is_a_clear_error():
     with pytest.raises(ValueError, match="no parent structure with Tc > 5"):
         sample_substitutions(reference_table(), 3, seed=0, min_parent_tc=5.0)
+
+
+def test_similar_elements_do_not_depend_on_the_hash_seed():
+    """The same substitution table under two hash seeds (ties used to follow set order)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json; from onnes.baselines.substitution import similar_elements; "
+            "print(json.dumps(similar_elements(3), sort_keys=True))")
+    outputs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
+    assert json.loads(outputs[0]) == json.loads(outputs[1])

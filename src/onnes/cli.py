@@ -74,32 +74,14 @@ def _dft_select(args: argparse.Namespace) -> None:
 
 
 def _dft_run(args: argparse.Namespace) -> None:
-    import os
-
     from onnes.crystals import read_table
-    from onnes.dft.runner import run_candidate
+    from onnes.dft.runner import run_slot
     from onnes.dft.settings import DftSettings
     from onnes.io import write_json
 
     config = _load_config(args)
-    settings = DftSettings.from_config(config).with_launcher(args.launcher)
-    if settings.code == "cp2k" and not args.launcher:
-        from onnes.dft.cp2k import singleton_environment
-
-        clean = singleton_environment(os.environ)
-        os.environ.clear()
-        os.environ.update(clean)
-    os.environ["OMP_NUM_THREADS"] = str(config["dft"]["resources"]["threads"])
-    candidates = read_table(args.candidates)
-    chosen = candidates[candidates.dft_slot == args.slot]
-    if chosen.empty:
-        record = {"dft_slot": args.slot, "dft_status": "no_candidate"}
-    else:
-        row = chosen.iloc[0]
-        # Output layout (docs/architecture.md): results/{campaign}/dft/{source}/{candidate_id}/
-        work_dir = args.work_root / str(row["source"]) / str(row["id"])
-        record = run_candidate(row, settings, work_dir, args.cp2k_data)
-        record["dft_slot"] = args.slot
+    record = run_slot(read_table(args.candidates), args.slot, DftSettings.from_config(config), args.work_root,
+                      config["dft"]["resources"]["threads"], args.cp2k_data, args.launcher)
     write_json(args.out, record)
     log.info("slot %d: %s %s", args.slot, record.get("id", "-"), record["dft_status"])
 
@@ -283,24 +265,13 @@ def _tc_compare(args: argparse.Namespace) -> None:
 
 
 def _baseline(args: argparse.Namespace) -> None:
-    from onnes.baselines import baseline_seed
+    from onnes.baselines import sample_baseline
     from onnes.crystals import read_table, write_table
 
-    config = _load_config(args)
-    settings = config["baselines"][args.name]
-    reference, count = read_table(args.reference), args.num_samples
-    seed = baseline_seed(args.name, config["seed"])
-    if args.name == "pyxtal":
-        from onnes.baselines.random_symmetric import sample_random_symmetric
-
-        table = sample_random_symmetric(reference, count, seed, settings["max_attempts"], workers=args.threads)
-    else:
-        from onnes.baselines.substitution import sample_substitutions
-
-        table = sample_substitutions(reference, count, seed, settings["top_k"], settings["min_parent_tc"],
-                                     cfg.allowed_elements(config["data"]))
+    table = sample_baseline(args.name, read_table(args.reference), args.num_samples, _load_config(args),
+                            workers=args.threads)
     write_table(table, args.out)
-    log.info("%s baseline: %d of %d structures", args.name, len(table), count)
+    log.info("%s baseline: %d of %d structures", args.name, len(table), args.num_samples)
 
 
 def _screen_match(args: argparse.Namespace) -> None:
@@ -364,27 +335,12 @@ def _screen_metrics(args: argparse.Namespace) -> None:
 
     from onnes.crystals import read_table
     from onnes.io import write_json
-    from onnes.screen import metrics
+    from onnes.screen.metrics import generation_metrics
 
     config = _load_config(args)
-    settings = config["screen"]["metrics"]
-    screened, reference = read_table(args.screened), read_table(args.reference)
-    generated = screened.head(settings["max_structures"]).copy()
-    for column in ("frac_coords", "lattice"):  # generated geometry, not the relaxed one
-        if f"{column}_generated" in generated:
-            generated[column] = generated[f"{column}_generated"]
-    reference_fp = pd.read_parquet(args.reference_fingerprints)
-    result = metrics.coverage(metrics.fingerprints(generated, args.threads), reference_fp,
-                              settings["struct_cutoff"], settings["comp_cutoff"])
-    drawn = metrics.draw_valid(generated[generated.valid], settings["wdist_samples"], config["seed"])
-    result.update(metrics.property_distances(drawn, reference))
-    literature = (result["n_generated"] >= metrics.LITERATURE_SAMPLES and len(reference_fp) == len(reference)
-                  and result.get("n_wdist_generated", 0) >= metrics.LITERATURE_SAMPLES)
-    result["protocol"] = "literature" if literature else (
-        f"reduced: {result['n_generated']} generated, {result.get('n_wdist_generated', 0)} valid for the "
-        f"distances, {len(reference_fp)} of {len(reference)} reference structures")
-    if args.csp:
-        result.update(metrics.csp_match(read_table(args.csp), reference))
+    result = generation_metrics(read_table(args.screened), read_table(args.reference),
+                                pd.read_parquet(args.reference_fingerprints), config["screen"]["metrics"],
+                                config["seed"], args.threads, read_table(args.csp) if args.csp else None)
     write_json(args.out, result)
     log.info("metrics: %s", result)
 
@@ -400,21 +356,10 @@ def _screen_summary(args: argparse.Namespace) -> None:
 
 
 def _relax(args: argparse.Namespace) -> None:
-    from onnes.screen.funnel import select_for_relaxation
-    from onnes.screen.relax import RelaxSettings, relax_file
-
-    relax = _load_config(args)["relax"]
-    step, cap = relax["select"], relax["max_structures"]
-    import torch
-
-    torch.set_num_threads(relax["threads"])
-
-    def select(table):  # a screened table relaxes the rows past the configured step
-        return select_for_relaxation(table, step, cap) if step in table else table
+    from onnes.screen.relax import relax_stage
 
     hull_files = (args.references, args.elements) if args.references and args.elements else None
-    result = relax_file(args.table, args.out, RelaxSettings.from_config(relax), device=relax["device"],
-                        shard=args.shard, shards=relax["shards"], select=select, hull_files=hull_files)
+    result = relax_stage(args.table, args.out, _load_config(args)["relax"], args.shard, hull_files)
     log.info("relaxation: %s", result.relax_status.value_counts().to_dict())
 
 

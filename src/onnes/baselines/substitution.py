@@ -33,10 +33,13 @@ def similar_elements(top_k: int = 3, max_z: int = 94) -> dict[str, list[tuple[st
         for b in table.species:
             if a.symbol == b.symbol or a.oxi_state != b.oxi_state or Element(b.symbol).Z > max_z:
                 continue
-            score = table.prob(a, b)
+            # pymatgen sums its normalisation over a set, so the last digits change with
+            # Python's hash seed; ten significant digits are the same in every run.
+            score = float(f"{table.prob(a, b):.10g}")
             if score > best[a.symbol].get(b.symbol, 0.0):
                 best[a.symbol][b.symbol] = score
-    return {el: sorted(scores.items(), key=lambda kv: -kv[1])[:top_k] for el, scores in best.items()}
+    # Ties broken by symbol, so that the order does not follow the set's.
+    return {el: sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k] for el, scores in best.items()}
 
 
 def _atomic_volume(symbol: str) -> float:

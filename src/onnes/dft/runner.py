@@ -171,3 +171,29 @@ def run_candidate(row, settings: DftSettings, work_dir: str | Path, cp2k_data_di
         record["dft_errors"].append(error)
         record.update(dft_status=_status(error), dft_error=error)
     return record
+
+
+def run_slot(candidates, slot: int, settings: DftSettings, work_root: str | Path, threads: int,
+             cp2k_data_dir=None, launcher: str | None = None) -> dict:
+    """One DFT job of the workflow: the candidate given ``slot`` by the selection, run in
+    ``work_root/{source}/{id}/`` (the output layout, docs/architecture.md); a slot without
+    a candidate records ``no_candidate``. Sets this process's environment for the code:
+    OpenMP threads, and for a one-rank CP2K no SLURM/PMI variables (README, "Running on a
+    SLURM cluster")."""
+    import os
+
+    settings = settings.with_launcher(launcher)
+    if settings.code == "cp2k" and not launcher:
+        from onnes.dft.cp2k import singleton_environment
+
+        clean = singleton_environment(os.environ)
+        os.environ.clear()
+        os.environ.update(clean)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    chosen = candidates[candidates.dft_slot == slot]
+    if chosen.empty:
+        return {"dft_slot": slot, "dft_status": "no_candidate"}
+    row = chosen.iloc[0]
+    record = run_candidate(row, settings, Path(work_root) / str(row["source"]) / str(row["id"]), cp2k_data_dir)
+    record["dft_slot"] = slot
+    return record

@@ -187,3 +187,31 @@ def csp_match(predicted: pd.DataFrame, reference: pd.DataFrame) -> dict:
     total = len(predicted)
     return {"csp_match_rate": matched / total if total else 0.0,
             "csp_rmse": float(np.mean(rms)) if rms else None, "csp_count": total}
+
+
+def generation_metrics(screened: pd.DataFrame, reference: pd.DataFrame, reference_fp: pd.DataFrame,
+                       settings: dict, seed: int, workers: int = 1, csp: pd.DataFrame | None = None) -> dict:
+    """The literature's generation metrics of one source, labelled with their protocol.
+
+    Coverage over the first ``max_structures`` generated structures (their generated
+    geometry, not the relaxed one) against the fingerprinted reference; Wasserstein
+    distances over ``wdist_samples`` valid ones drawn with ``seed``; the structure-
+    prediction match rate when ``csp`` is given. ``protocol`` says "literature" only when
+    the counts are the papers' (settings ``screen.metrics``).
+    """
+    generated = screened.head(settings["max_structures"]).copy()
+    for column in ("frac_coords", "lattice"):
+        if f"{column}_generated" in generated:
+            generated[column] = generated[f"{column}_generated"]
+    result = coverage(fingerprints(generated, workers), reference_fp, settings["struct_cutoff"],
+                      settings["comp_cutoff"])
+    result.update(property_distances(draw_valid(generated[generated.valid], settings["wdist_samples"], seed),
+                                     reference))
+    literature = (result["n_generated"] >= LITERATURE_SAMPLES and len(reference_fp) == len(reference)
+                  and result.get("n_wdist_generated", 0) >= LITERATURE_SAMPLES)
+    result["protocol"] = "literature" if literature else (
+        f"reduced: {result['n_generated']} generated, {result.get('n_wdist_generated', 0)} valid for the "
+        f"distances, {len(reference_fp)} of {len(reference)} reference structures")
+    if csp is not None:
+        result.update(csp_match(csp, reference))
+    return result

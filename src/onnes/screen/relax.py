@@ -394,3 +394,21 @@ def relax_file(table_path: str | Path, out_path: str | Path, settings: RelaxSett
     result = relax_table(model, table, Path(out_path).parent / (Path(out_path).stem + "_work"), settings, reference)
     write_table(result, out_path)
     return result
+
+
+def relax_stage(table_path: str | Path, out_path: str | Path, relax: dict, shard: int = 0,
+                hull_files: tuple[str | Path, str | Path] | None = None) -> pd.DataFrame:
+    """One relaxation job of the workflow: the validated ``relax`` config block decides the
+    rows (``select``, ``max_structures``), the shard split, the device and the threads."""
+    import torch
+
+    from onnes.screen.funnel import select_for_relaxation
+
+    torch.set_num_threads(relax["threads"])
+    step, cap = relax["select"], relax["max_structures"]
+
+    def select(table):  # a screened table relaxes the rows past the configured step
+        return select_for_relaxation(table, step, cap) if step in table else table
+
+    return relax_file(table_path, out_path, RelaxSettings.from_config(relax), device=relax["device"], shard=shard,
+                      shards=relax["shards"], select=select, hull_files=hull_files)

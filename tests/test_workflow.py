@@ -240,6 +240,18 @@ def test_demo_dft_stage_end_to_end(demo_run):
 
 
 @pytest.mark.mirror
+def test_demo_heavy_jobs_record_time_and_memory(demo_run):
+    """Snakemake benchmark files of the heavy rules: one per job, with wall time and peak memory."""
+    bench = demo_run / "results/demo/benchmarks"
+    expected = ["data/curate_mp20.tsv", "train/flow.tsv", "sample/flow_0.tsv", "sample/flow_csp.tsv",
+                "sample/pyxtal.tsv", "screen/flow_match.tsv", "screen/flow_relax_0.tsv", "screen/flow_metrics.tsv",
+                "screen/fingerprints_mp20.tsv", "tc/predictor.tsv", "dft/run_0.tsv"]
+    for name in expected:
+        table = pd.read_csv(bench / name, sep="\t")
+        assert len(table) == 1 and table.s.iloc[0] > 0 and table.max_rss.iloc[0] > 0, name
+
+
+@pytest.mark.mirror
 def test_demo_rerun_has_nothing_to_do(demo_run, mirror):
     result = snakemake("-n", *demo_args(demo_run, mirror))
     assert "Nothing to be done" in result.stdout + result.stderr

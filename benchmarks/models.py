@@ -41,6 +41,15 @@ def settings_for(entry: dict, args) -> dict:
     return validate({"models": {"m": entry}})["models"]["m"]
 
 
+def training_data(path: Path):
+    """(dataset, vocabulary, lattice normaliser) of a crystal table of cells <= 20 atoms."""
+    dataset = CrystalDataset.from_table(read_table(path), max_atoms=20)
+    vocabulary = Vocabulary(np.concatenate(dataset.species))
+    num_atoms = torch.tensor([len(s) for s in dataset.species])
+    normalizer = LatticeNormalizer.fit(params_from_matrix(torch.from_numpy(dataset.lattice).float(), num_atoms))
+    return dataset, vocabulary, normalizer
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -95,10 +104,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    dataset = CrystalDataset.from_table(read_table(args.train), max_atoms=20)
-    vocabulary = Vocabulary(np.concatenate(dataset.species))
-    num_atoms = torch.tensor([len(s) for s in dataset.species])
-    normalizer = LatticeNormalizer.fit(params_from_matrix(torch.from_numpy(dataset.lattice).float(), num_atoms))
+    dataset, vocabulary, normalizer = training_data(args.train)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     rows = [row for device in devices for row in run(device, dataset, vocabulary, normalizer.to(device), args)]
     gpu = f"; GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""

@@ -29,16 +29,12 @@ def worker(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from models import training_data
+
     from onnes.config import validate
-    from onnes.crystals import read_table
-    from onnes.models.batch import CrystalDataset, Vocabulary
-    from onnes.models.lattice import LatticeNormalizer, params_from_matrix
     from onnes.models.model import GenerativeModel
 
-    dataset = CrystalDataset.from_table(read_table(args.train), max_atoms=20)
-    vocabulary = Vocabulary(np.concatenate(dataset.species))
-    num_atoms = torch.tensor([len(s) for s in dataset.species])
-    normalizer = LatticeNormalizer.fit(params_from_matrix(torch.from_numpy(dataset.lattice).float(), num_atoms))
+    dataset, vocabulary, normalizer = training_data(args.train)
     settings = validate({"models": {"m": {"family": "flow", "denoiser": {"hidden": args.hidden, "layers": args.layers},
                                           "train": {"batch_size": args.batch}}}})["models"]["m"]
     model = GenerativeModel(settings, len(vocabulary), normalizer)

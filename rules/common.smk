@@ -1,5 +1,4 @@
 # Shared paths and input functions; no science here (see src/onnes).
-import json
 import os
 import re
 import shlex

@@ -139,6 +139,28 @@ def _data_curate(args: argparse.Namespace) -> None:
     )
 
 
+def _data_import(args: argparse.Namespace) -> None:
+    from onnes.config import allowed_elements
+    from onnes.crystals import write_table
+    from onnes.data.importer import ImportSettings, import_structures
+    from onnes.data.parse import Checks
+    from onnes.io import write_json
+
+    data = _load_config(args)["data"]
+    checks = Checks(allowed_elements=allowed_elements(data), max_atoms=args.max_atoms,
+                    min_distance=data["min_distance"], min_volume=data["min_volume"],
+                    max_volume_per_atom=data["max_volume_per_atom"])
+    settings = ImportSettings(checks=checks, fmt=args.format, source=args.source,
+                              dedup=None if args.keep_duplicates else data["dedup"], workers=args.threads)
+    result = import_structures(args.inputs, settings, args.labels)
+    out = Path(args.out_dir)
+    write_table(result.dropped, out / "dropped.parquet")
+    write_table(result.kept, out / "curated.parquet")
+    write_json(out / "curation.json", result.report)
+    log.info("%s: %d records from %d files, %d kept, dropped %s -> %s", args.source, result.report["records_in"],
+             result.report["files"], result.report["kept"], result.report["dropped"], out / "curated.parquet")
+
+
 def _data_split(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -415,6 +437,22 @@ def build_parser() -> argparse.ArgumentParser:
     curate.add_argument("--threads", type=int, default=1, help="worker processes")
     _add_config_options(curate)
     curate.set_defaults(func=_data_curate)
+
+    imp = actions.add_parser("import", help="a user's CIF, POSCAR, extxyz, ASE db or pymatgen JSON files -> a "
+                             "crystal table, through curation's checks (every drop counted with a reason)")
+    imp.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or quoted globs")
+    imp.add_argument("--out-dir", type=Path, required=True, help="writes curated.parquet, dropped.parquet, "
+                     "curation.json")
+    imp.add_argument("--format", default="auto", choices=["auto", "cif", "poscar", "extxyz", "ase-db",
+                                                            "pymatgen-json"], help="default: from file names")
+    imp.add_argument("--labels", type=Path, help="CSV with an 'id' column (file stem, or the id a file gives) and "
+                     "label columns, e.g. tc_K")
+    imp.add_argument("--source", default="user", help="value of the table's source column")
+    imp.add_argument("--max-atoms", type=int, default=200, help="drop cells with more sites (default 200)")
+    imp.add_argument("--keep-duplicates", action="store_true", help="skip StructureMatcher de-duplication")
+    imp.add_argument("--threads", type=int, default=1, help="worker processes")
+    _add_config_options(imp)
+    imp.set_defaults(func=_data_import)
 
     split = actions.add_parser("split", help="seeded train/val/test split of a curated table")
     split.add_argument("--dataset", required=True)

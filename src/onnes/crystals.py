@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from ase import Atoms
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import DummySpecies, Lattice, Structure
 
 from onnes.io import atomic_path
 
@@ -22,11 +22,24 @@ REQUIRED_COLUMNS = ("id", "species", "frac_coords", "lattice", "source")
 
 
 def structure_columns(structure: Structure) -> dict:
-    """The contract columns of one structure (coordinates wrapped into [0, 1))."""
+    """The contract columns of one structure (coordinates wrapped into [0, 1)).
+
+    Raises ``ValueError`` for what a crystal table cannot hold: partially occupied sites
+    and species that are not elements (pymatgen's DummySpecies, e.g. a CIF's 'Xx').
+    """
+    if not structure.is_ordered:
+        raise ValueError(f"partially occupied sites ({structure.composition}): a crystal table holds "
+                         "ordered crystals only")
+    species = []
+    for site in structure:
+        specie = site.specie
+        if isinstance(specie, DummySpecies) or not 1 <= getattr(specie, "Z", 0) <= 118:
+            raise ValueError(f"'{specie}' is not a chemical element")
+        species.append(int(specie.Z))
     frac = np.mod(structure.frac_coords, 1.0)
     frac[frac >= 1.0] = 0.0  # np.mod can return 1.0 for tiny negative inputs
     return {
-        "species": [int(site.specie.Z) for site in structure],
+        "species": species,
         "frac_coords": frac.reshape(-1).tolist(),
         "lattice": structure.lattice.matrix.reshape(-1).tolist(),
     }

@@ -39,7 +39,7 @@ class Curated:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def _parse_all(records: list[dict], checks: Checks, workers: int) -> list[dict]:
+def parse_all(records: list[dict], checks: Checks, workers: int) -> list[dict]:
     work = partial(parse_record, checks=checks)
     progress = dict(total=len(records), desc="parse", unit="struct", mininterval=5, disable=None)
     if workers > 1 and len(records) > MIN_RECORDS_FOR_POOL:
@@ -48,19 +48,32 @@ def _parse_all(records: list[dict], checks: Checks, workers: int) -> list[dict]:
     return [work(r) for r in tqdm(records, **progress)]
 
 
-def _drop_repeated_ids(records: list[dict]) -> tuple[list[dict], list[dict]]:
+def drop_repeated_ids(records: list[dict]) -> tuple[list[dict], list[dict]]:
     seen: set[str] = set()
     unique, repeated = [], []
     for record in records:
         if record["id"] in seen:
             repeated.append(
-                {"id": record["id"], "source": record["source"], "drop_reason": "duplicate",
-                 "drop_detail": "same id as an earlier record"}
+                {"id": record["id"], "source": record["source"], **record.get("extra", {}),
+                 "drop_reason": "duplicate", "drop_detail": "same id as an earlier record"}
             )
         else:
             seen.add(record["id"])
             unique.append(record)
     return unique, repeated
+
+
+def deduplicate(kept: pd.DataFrame, dedup: dict, workers: int = 1) -> tuple[pd.DataFrame, list[dict]]:
+    """Drop StructureMatcher duplicates within each reduced formula (first one stays)."""
+    tol = Tolerances(dedup["ltol"], dedup["stol"], dedup["angle_tol"])
+    duplicates = find_duplicates(kept, tol, workers)
+    is_dup = kept["id"].isin(duplicates.keys())
+    carried = [c for c in ("id", "source", "file") if c in kept.columns]
+    dropped = [
+        {**row, "drop_reason": "duplicate", "drop_detail": f"StructureMatcher-equivalent to {duplicates[row['id']]}"}
+        for row in kept.loc[is_dup, carried].to_dict("records")
+    ]
+    return kept[~is_dup].reset_index(drop=True), dropped
 
 
 def curate_structures(dataset: str, cache: str | Path, data_config: dict, workers: int = 1) -> Curated:
@@ -72,13 +85,14 @@ def curate_structures(dataset: str, cache: str | Path, data_config: dict, worker
         max_atoms=settings["max_atoms"],
         min_distance=data_config["min_distance"],
         min_volume=data_config["min_volume"],
+        max_volume_per_atom=data_config["max_volume_per_atom"],
     )
     started = time.perf_counter()
     records = list(iter_records(dataset, cache, settings["max_records"]))
     records_in = len(records)
-    records, dropped_rows = _drop_repeated_ids(records)
+    records, dropped_rows = drop_repeated_ids(records)
 
-    parsed = _parse_all(records, checks, workers)
+    parsed = parse_all(records, checks, workers)
     t_parsed = time.perf_counter()
     kept = pd.DataFrame([row for row in parsed if "drop_reason" not in row])
     dropped_rows += [row for row in parsed if "drop_reason" in row]
@@ -87,22 +101,14 @@ def curate_structures(dataset: str, cache: str | Path, data_config: dict, worker
         tc_file, supercon_file = (Path(cache) / p for p in DATASET_FILES["3dsc"][1:])
         kept = labels.attach_tc(kept, labels.read_3dsc_tc_table(tc_file), labels.read_supercon(supercon_file))
 
-    duplicates: dict[str, str] = {}
     dedup = data_config["dedup"]
     if dedup["enabled"] and len(kept):
-        tol = Tolerances(dedup["ltol"], dedup["stol"], dedup["angle_tol"])
-        duplicates = find_duplicates(kept, tol, workers)
-        is_dup = kept["id"].isin(duplicates.keys())
-        dropped_rows += [
-            {"id": i, "source": dataset, "drop_reason": "duplicate",
-             "drop_detail": f"StructureMatcher-equivalent to {duplicates[i]}"}
-            for i in kept.loc[is_dup, "id"]
-        ]
-        kept = kept[~is_dup].reset_index(drop=True)
+        kept, duplicates = deduplicate(kept, dedup, workers)
+        dropped_rows += duplicates
     t_dedup = time.perf_counter()
 
     dropped = pd.DataFrame(dropped_rows, columns=DROP_COLUMNS)
-    report = _report(dataset, records_in, kept, dropped, workers)
+    report = report_counts(dataset, records_in, kept, dropped, workers)
     report["timing_s"] = {
         "parse": round(t_parsed - started, 2),
         "dedup": round(t_dedup - t_parsed, 2),
@@ -124,7 +130,7 @@ def curate_compositions(dataset: str, cache: str | Path, data_config: dict) -> C
         labels.supercon_path(cache), allowed_elements(data_config), settings["max_records"]
     )
     records_in = len(kept) + len(dropped)
-    report = _report(dataset, records_in, kept, dropped, workers=1)
+    report = report_counts(dataset, records_in, kept, dropped, workers=1)
     report["timing_s"] = {"total": round(time.perf_counter() - started, 2)}
     report["settings"] = settings
     report["tc"] = labels.tc_summary(kept["tc_K"])
@@ -137,7 +143,7 @@ def curate(dataset: str, cache: str | Path, data_config: dict, workers: int = 1)
     return curate_compositions(dataset, cache, data_config)
 
 
-def _report(dataset: str, records_in: int, kept: pd.DataFrame, dropped: pd.DataFrame, workers: int) -> dict:
+def report_counts(dataset: str, records_in: int, kept: pd.DataFrame, dropped: pd.DataFrame, workers: int) -> dict:
     by_reason = dropped["drop_reason"].value_counts().sort_index().to_dict() if len(dropped) else {}
     report = {
         "dataset": dataset,

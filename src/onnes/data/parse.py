@@ -24,7 +24,9 @@ DROP_REASONS = (
     "parse_error",  # not a CIF, truncated, missing cell or site data
     "unknown_element",  # a symbol that names no element
     "non_finite_lattice",  # NaN/inf cell parameters or coordinates
-    "degenerate_cell",  # zero or tiny volume
+    "no_atoms",  # a cell without sites
+    "degenerate_cell",  # zero or tiny volume, an angle outside (0, 180) degrees
+    "implausible_cell",  # far too much volume per atom for a solid (max_volume_per_atom)
     "partial_occupancy",  # disordered sites (e.g. 3DSC synth_doped)
     "disallowed_element",  # outside the configured element set
     "too_many_atoms",  # more sites than max_atoms
@@ -52,6 +54,9 @@ class Checks:
     max_atoms: int
     min_distance: float = 0.5
     min_volume: float = 0.1
+    # Solids stay below ~100 A^3/atom (MP-20's largest is about 70); a cell with more than
+    # this per atom is a unit mistake (Bohr, nm) or a scaled-up error, not a crystal.
+    max_volume_per_atom: float = 1000.0
 
 
 class Rejected(Exception):
@@ -100,6 +105,9 @@ def precheck_cif(text: str) -> None:
         raise Rejected("parse_error", f"non-numeric cell parameter {exc}") from None
     if not all(math.isfinite(x) for x in cell):
         raise Rejected("non_finite_lattice", f"cell parameters {cell}")
+    bad_angles = [x for x in cell[3:] if not 0.0 < x < 180.0]
+    if bad_angles:
+        raise Rejected("degenerate_cell", f"cell angles {bad_angles} outside (0, 180) degrees")
     volume = _cell_volume(*cell)
     if volume < 1e-6:
         raise Rejected("degenerate_cell", f"cell parameters {cell} give volume {volume:.3g} A^3")
@@ -124,12 +132,21 @@ def parse_cif(text: str) -> Structure:
 
 
 def check_structure(structure: Structure, checks: Checks) -> None:
+    """Raise :class:`Rejected` unless ``structure`` is a sane crystal under ``checks``.
+
+    The one definition of a sane crystal: curation and ``onnes data import`` both use it.
+    """
     matrix = structure.lattice.matrix
     if not (np.isfinite(matrix).all() and np.isfinite(structure.frac_coords).all()):
         raise Rejected("non_finite_lattice", "NaN or infinite lattice or coordinates")
+    if len(structure) == 0:
+        raise Rejected("no_atoms", "the cell has no sites")
     volume = abs(float(np.linalg.det(matrix)))
     if volume < checks.min_volume:
         raise Rejected("degenerate_cell", f"volume {volume:.3g} A^3 < {checks.min_volume}")
+    if volume / len(structure) > checks.max_volume_per_atom:
+        raise Rejected("implausible_cell", f"{volume / len(structure):.3g} A^3 per atom > "
+                       f"max_volume_per_atom {checks.max_volume_per_atom}")
     if not structure.is_ordered:
         raise Rejected("partial_occupancy", f"disordered composition {structure.composition}")
     outside = sorted({el.symbol for el in structure.composition.elements} - checks.allowed_elements)
@@ -149,11 +166,18 @@ def check_structure(structure: Structure, checks: Checks) -> None:
 
 
 def parse_record(record: dict[str, Any], checks: Checks) -> dict[str, Any]:
-    """Return a row: contract columns + labels, or ``{"id", "source", "drop_reason", ...}``."""
-    base = {"id": record["id"], "source": record["source"]}
+    """Return a row: contract columns + labels, or ``{"id", "source", "drop_reason", ...}``.
+
+    A record carries its crystal as CIF text (``cif``) or as a pymatgen ``structure``
+    (formats read by other parsers); ``error`` is a :class:`Rejected` found while reading.
+    """
+    base = {"id": record["id"], "source": record["source"], **record.get("extra", {})}
     try:
-        structure = parse_cif(record["cif"])
+        if record.get("error") is not None:
+            raise record["error"]
+        structure = record["structure"] if "structure" in record else parse_cif(record["cif"])
         check_structure(structure, checks)
+        columns = structure_columns(structure)
     except Rejected as rejected:
         return {**base, "drop_reason": rejected.reason, "drop_detail": rejected.detail[:300]}
     except Exception as exc:  # never let one record stop curation
@@ -161,7 +185,7 @@ def parse_record(record: dict[str, Any], checks: Checks) -> dict[str, Any]:
     composition = structure.composition
     return {
         **base,
-        **structure_columns(structure),
+        **columns,
         "num_sites": len(structure),
         "formula": composition.reduced_formula,
         "num_elements": len(composition.elements),

@@ -27,7 +27,7 @@ def test_export_both_formats(tmp_path):
     crystals.write_table(table, tmp_path / "t.parquet")
     assert main(["data", "export", "--table", str(tmp_path / "t.parquet"), "--format", "cif",
                  "--out", str(tmp_path / "cifs")]) == 0
-    assert sorted(p.name for p in (tmp_path / "cifs").iterdir()) == ["a.cif", "b.cif"]
+    assert sorted(p.name for p in (tmp_path / "cifs").iterdir()) == ["a.cif", "b.cif", "export.json"]
     assert main(["data", "export", "--table", str(tmp_path / "t.parquet"), "--format", "extxyz",
                  "--out", str(tmp_path / "t.extxyz")]) == 0
     assert (tmp_path / "t.extxyz").read_text().count("Lattice=") == 2

@@ -6,9 +6,7 @@ import stat
 import numpy as np
 import pandas as pd
 import pytest
-from ase.io import read as ase_read
 from pymatgen.analysis.structure_matcher import StructureMatcher
-from pymatgen.core import Structure
 
 from onnes import crystals
 from onnes.io import atomic_path
@@ -40,22 +38,6 @@ def test_ase_atoms_match_pymatgen(table):
         assert np.allclose(atoms.cell[:], structure.lattice.matrix)
         assert np.allclose(atoms.get_positions(), structure.cart_coords)
         assert list(atoms.numbers) == [site.specie.Z for site in structure]
-
-
-def test_cif_export_reads_back(table, tmp_path):
-    paths = crystals.export_cif(table, tmp_path / "cifs")
-    assert [p.name for p in paths] == ["NaCl.cif", "Si.cif", "SrTiO3.cif"]
-    restored = Structure.from_file(paths[2])
-    assert restored.composition.reduced_formula == "SrTiO3"
-
-
-def test_extxyz_export_reads_back(table, tmp_path):
-    crystals.export_extxyz(table, tmp_path / "all.extxyz")
-    frames = ase_read(tmp_path / "all.extxyz", index=":")
-    assert len(frames) == 3
-    assert frames[2].get_chemical_formula() == "O3SrTi"
-    assert frames[2].info["tc_K"] == pytest.approx(0.3)
-    assert frames[0].info["id"] == "NaCl"
 
 
 def test_read_rejects_a_table_without_contract_columns(tmp_path):

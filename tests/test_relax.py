@@ -125,8 +125,10 @@ def test_exploding_cells_are_rejected_and_nothing_before_reject_after():
 
 def test_bad_structures_are_rejected_with_reasons(model):
     table = perturbed_table()
-    bad = pd.concat([table.iloc[[0]]] * 4, ignore_index=True)
-    bad["id"] = ["nan", "unknown-z", "huge", "americium"]
+    bad = pd.concat([table.iloc[[0]]] * 6, ignore_index=True)
+    bad["id"] = ["nan", "unknown-z", "huge", "americium", "zero-z", "empty"]
+    bad.at[4, "species"] = [8] + [0] * (len(bad.species[4]) - 1)  # the largest Z is a real one
+    bad.at[5, "species"], bad.at[5, "frac_coords"] = [], []
     bad.at[3, "species"] = [95] * len(bad.species[3])  # a real element outside CHGNet's training data
     bad.at[0, "frac_coords"] = [float("nan")] * len(bad.frac_coords[0])
     bad.at[1, "species"] = [150] * len(bad.species[1])
@@ -135,8 +137,10 @@ def test_bad_structures_are_rejected_with_reasons(model):
         bad.at[2, column] = big[column]
     result = relax_rows(model, bad, RelaxSettings.defaults(max_atoms=200)).set_index("id")
     assert (result.relax_status == "rejected").all()
-    assert "non-finite" in result.relax_error["nan"]
-    assert "Z=150" in result.relax_error["unknown-z"]
+    assert "non_finite_lattice" in result.relax_error["nan"]
+    assert "atomic number 150" in result.relax_error["unknown-z"]
+    assert "atomic number 0" in result.relax_error["zero-z"]  # the bad Z, not the largest
+    assert "no_atoms" in result.relax_error["empty"]
     assert "512 atoms" in result.relax_error["huge"]
     assert "Z=95" in result.relax_error["americium"]
 

@@ -63,7 +63,8 @@ def test_funnel_counts_and_reasons():
 
 def test_bad_generated_structures_are_dropped_not_crashing():
     good = rocksalt()
-    table = table_of([good, good.copy(), good.copy(), good.copy()], ["nan", "overlap", "huge", "unknown-z"])
+    names = ["nan", "overlap", "huge", "unknown-z", "zero-z", "empty", "blown-up", "flat", "ragged"]
+    table = table_of([good.copy() for _ in names], names)
     table.at[0, "frac_coords"] = [float("nan")] * len(table.frac_coords[0])
     frac = np.reshape(table.frac_coords[1], (-1, 3)).copy()
     frac[1] = frac[0] + 1e-3
@@ -72,10 +73,18 @@ def test_bad_generated_structures_are_dropped_not_crashing():
     table.loc[2, ["species", "frac_coords", "lattice"]] = crystals.from_structures([big], ["huge"], "g").iloc[0][
         ["species", "frac_coords", "lattice"]].to_numpy()
     table.at[3, "species"] = [150] * len(table.species[3])
+    table.at[4, "species"] = [0] + list(table.species[4][1:])
+    table.at[5, "species"], table.at[5, "frac_coords"] = [], []
+    table.at[6, "lattice"] = (np.reshape(table.lattice[6], (3, 3)) * 1e6).reshape(-1).tolist()  # 4e6 A cell
+    table.at[7, "lattice"] = [5.0, 0, 0, 5.0, 1e-9, 0, 0, 0, 5.0]  # two parallel lattice vectors
+    table.at[8, "frac_coords"] = list(table.frac_coords[8][:-3])  # one coordinate triple short
     screened, funnel = screen(table, table_of([silicon()], ["ref"]), SETTINGS)
     reasons = dict(zip(screened.id, screened.drop_reason))
-    assert reasons["nan"] == "invalid_structure"
-    assert reasons["overlap"] == "invalid_structure"
-    assert reasons["unknown-z"] == "invalid_composition"
-    assert reasons["huge"] is None  # 512 valid sites: fine here; size limits belong to relaxation
-    assert funnel["steps"]["generated"] == 4
+    assert reasons == {"nan": "non_finite_lattice", "overlap": "invalid_structure", "huge": None,
+                       "unknown-z": "unknown_element", "zero-z": "unknown_element", "empty": "no_atoms",
+                       "blown-up": "implausible_cell", "flat": "degenerate_cell", "ragged": "malformed_row"}
+    # 512 valid sites are fine here; size limits belong to relaxation
+    details = dict(zip(screened.id, screened.drop_detail))
+    assert "atomic number 150" in details["unknown-z"] and "atomic number 0" in details["zero-z"]
+    assert funnel["steps"] == {"generated": 9, "valid": 1, "unique": 1, "novel": 1}
+    assert not screened.set_index("id").loc[["empty", "zero-z", "blown-up"], "valid"].any()

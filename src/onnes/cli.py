@@ -185,14 +185,14 @@ def _data_summarize(args: argparse.Namespace) -> None:
 
 def _data_export(args: argparse.Namespace) -> None:
     from onnes import crystals
+    from onnes.data.export import export_table
+    from onnes.io import write_json
 
-    table = crystals.read_table(args.table)
-    if args.format == "cif":
-        paths = crystals.export_cif(table, args.out)
-        log.info("wrote %d CIF files to %s", len(paths), args.out)
-    else:
-        crystals.export_extxyz(table, args.out)
-        log.info("wrote %d structures to %s", len(table), args.out)
+    result = export_table(crystals.read_table(args.table), args.format, args.out)
+    if args.report:
+        write_json(args.report, result.report(args.format))
+    log.info("wrote %d structures as %s to %s; skipped %d %s", len(result.written), args.format, args.out,
+             len(result.skipped), result.report(args.format)["skipped_by_reason"] or "")
 
 
 # -- models ---------------------------------------------------------------------------
@@ -466,10 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--out", type=Path, required=True)
     summarize.set_defaults(func=_data_summarize)
 
-    export = actions.add_parser("export", help="write a crystal table as CIF files or one extxyz file")
+    export = actions.add_parser("export", help="write a crystal table as CIF (P1 or symmetrised), POSCAR, extxyz, "
+                                "an ASE database or pymatgen JSON; bad rows are skipped with a reason")
     export.add_argument("--table", type=Path, required=True)
-    export.add_argument("--format", choices=["cif", "extxyz"], required=True)
-    export.add_argument("--out", type=Path, required=True, help="directory (cif) or file (extxyz)")
+    export.add_argument("--format", choices=["cif", "cif-symmetrized", "poscar", "extxyz", "ase-db", "pymatgen-json"],
+                        required=True)
+    export.add_argument("--out", type=Path, required=True, help="a new folder (cif, cif-symmetrized, poscar: one "
+                        "file per row and export.json) or a file (extxyz, ase-db, pymatgen-json)")
+    export.add_argument("--report", type=Path, help="also write the written/skipped counts as JSON here")
     export.set_defaults(func=_data_export)
     train = stages.add_parser("train", help="train a generative model (torchrun for several ranks)")
     train.add_argument("--model", required=True, help="model name under the config key 'models'")

@@ -16,6 +16,7 @@ import pandas as pd
 from ase import Atoms
 from pymatgen.core import DummySpecies, Lattice, Structure
 
+from onnes.config import ConfigError
 from onnes.io import atomic_path
 
 REQUIRED_COLUMNS = ("id", "species", "frac_coords", "lattice", "source")
@@ -68,6 +69,53 @@ def row_arrays(row) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return species, frac, lattice
 
 
+# Bounds of a sane row. Generous: they catch broken rows (a unit slip, a blown-up or
+# collapsed cell), not unusual crystals. Curation applies the stricter configured ones.
+MAX_VOLUME_PER_ATOM = 1000.0  # A^3; solids stay below ~100
+MIN_ANGLE_DEG = 1.0  # between two lattice vectors
+
+
+def row_problem(row) -> tuple[str, str] | None:
+    """``(reason, detail)`` if a crystal-table row cannot describe a crystal, else None.
+
+    The one row check every command that reads a crystal table applies before using a
+    row: mismatched array lengths, zero atoms, atomic numbers outside 1..118, non-finite
+    numbers, a collapsed or absurd cell. Reasons are curation's drop reasons (plus
+    ``malformed_row``); the detail names the offending value.
+    """
+    try:
+        species, frac, lattice = row_arrays(row)
+    except (ValueError, TypeError) as exc:
+        return "malformed_row", str(exc)
+    if len(species) == 0:
+        return "no_atoms", "the cell has no sites"
+    outside = species[(species < 1) | (species > 118)]
+    if len(outside):
+        return "unknown_element", f"atomic number {int(outside[0])} is no element (1..118)"
+    if not np.isfinite(lattice).all():
+        return "non_finite_lattice", f"lattice {lattice.reshape(-1).tolist()}"
+    if not np.isfinite(frac).all():
+        return "non_finite_lattice", "NaN or infinite fractional coordinates"
+    volume = abs(float(np.linalg.det(lattice)))
+    lengths = np.linalg.norm(lattice, axis=1)
+    if volume < 1e-6 or lengths.min() < 1e-6:
+        return "degenerate_cell", f"cell volume {volume:.3g} A^3, lengths {np.round(lengths, 4).tolist()} A"
+    cosines = [lattice[i] @ lattice[j] / (lengths[i] * lengths[j]) for i, j in ((1, 2), (0, 2), (0, 1))]
+    angles = np.degrees(np.arccos(np.clip(cosines, -1.0, 1.0)))
+    if angles.min() < MIN_ANGLE_DEG or angles.max() > 180.0 - MIN_ANGLE_DEG:
+        return "degenerate_cell", f"cell angles {np.round(angles, 3).tolist()} degrees"
+    if volume / len(species) > MAX_VOLUME_PER_ATOM:
+        return "implausible_cell", (f"{volume / len(species):.3g} A^3 per atom (cell lengths "
+                                    f"{np.round(lengths, 3).tolist()} A) > {MAX_VOLUME_PER_ATOM}")
+    return None
+
+
+def row_problems(table: pd.DataFrame) -> pd.DataFrame:
+    """``row_problem`` of every row: columns ``reason`` and ``detail`` (None where sane)."""
+    found = [row_problem(row) or (None, None) for _, row in table.iterrows()]
+    return pd.DataFrame(found, columns=["reason", "detail"], index=table.index, dtype=object)
+
+
 def to_structure(row) -> Structure:
     species, frac, lattice = row_arrays(row)
     return Structure(Lattice(lattice), species.tolist(), frac, coords_are_cartesian=False)
@@ -86,10 +134,14 @@ def to_atoms_list(table: pd.DataFrame) -> list[Atoms]:
     return [to_atoms(row) for _, row in table.iterrows()]
 
 
+class TableError(ConfigError):
+    """A file that is not a crystal table (a user error: the CLI prints one line, exit 2)."""
+
+
 def check_columns(table: pd.DataFrame, path: str | Path = "<table>") -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: not a crystal table, missing columns {missing}")
+        raise TableError(f"{path}: not a crystal table, missing columns {missing}")
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
@@ -99,47 +151,12 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
 
 
 def read_table(path: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
-    table = pd.read_parquet(path, columns=list(columns) if columns else None)
+    try:
+        table = pd.read_parquet(path, columns=list(columns) if columns else None)
+    except FileNotFoundError:
+        raise TableError(f"{path}: no such file") from None
+    except Exception as exc:  # pyarrow's errors for empty, truncated or foreign files
+        raise TableError(f"{path}: not a readable Parquet table ({type(exc).__name__}: {exc})") from None
     if columns is None:
         check_columns(table, path)
     return table
-
-
-def export_cif(table: pd.DataFrame, directory: str | Path) -> list[Path]:
-    """One CIF per row, named ``{id}.cif`` (ids made file-name safe)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for _, row in table.iterrows():
-        path = directory / f"{_safe_name(row['id'])}.cif"
-        with atomic_path(path) as tmp:
-            to_structure(row).to(filename=str(tmp), fmt="cif")
-        paths.append(path)
-    return paths
-
-
-def export_extxyz(table: pd.DataFrame, path: str | Path) -> Path:
-    """All rows as one extended-XYZ file; scalar columns become per-frame info."""
-    from ase.io import write
-
-    scalar_columns = [
-        c
-        for c in table.columns
-        if c not in REQUIRED_COLUMNS[1:4] and pd.api.types.is_scalar(table[c].iloc[0] if len(table) else 0)
-    ]
-    frames = []
-    for _, row in table.iterrows():
-        atoms = to_atoms(row)
-        for column in scalar_columns:
-            value = row[column]
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                continue
-            atoms.info[column] = value.item() if hasattr(value, "item") else value
-        frames.append(atoms)
-    with atomic_path(path) as tmp:
-        write(str(tmp), frames, format="extxyz")
-    return Path(path)
-
-
-def _safe_name(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in str(text))

@@ -11,6 +11,7 @@ import pandas as pd
 import yaml
 
 from onnes import crystals
+from onnes.data.export import export_cif
 from onnes.io import atomic_path, write_json
 from onnes.report import collect, figures, page, provenance
 
@@ -83,7 +84,7 @@ def _candidate_assets(candidates: pd.DataFrame, out_dir: Path) -> dict[str, dict
     """A picture and a CIF per candidate under candidates/, named by the (safe) id."""
     assets = {}
     directory = out_dir / "candidates"
-    cifs = crystals.export_cif(candidates, directory)
+    cifs = export_cif(candidates, directory)
     for (_, row), cif in zip(candidates.iterrows(), cifs):
         png = directory / f"{cif.stem}.png"
         figures.structure(crystals.to_atoms(row), png, f"{row.formula} ({row.space_group})")

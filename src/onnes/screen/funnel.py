@@ -3,7 +3,9 @@ stability on the convex hull (S.U.N.).
 
 Definitions follow the literature so rates compare with published tables:
 - valid: structurally (distances >= 0.5 A, volume >= 0.1 A^3) and compositionally (SMACT)
-  valid (CDVAE, Xie et al. 2022);
+  valid (CDVAE, Xie et al. 2022); a row that describes no crystal at all
+  (``crystals.row_problem``: no atoms, an atomic number outside 1..118, NaN, a collapsed
+  or absurd cell) is invalid with that drop reason and a ``drop_detail``;
 - unique: not StructureMatcher-equivalent to an earlier valid generated structure;
 - novel: unique and matching no training structure (MatterGen, Zeni et al. 2025),
   StructureMatcher ltol 0.2, stol 0.3, angle_tol 5 by default.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from onnes.crystals import row_problems
 from onnes.matching import Tolerances, find_duplicates, find_known, reduced_formulas
 from onnes.screen.validity import compositional_validity, structural_validity
 
@@ -37,9 +40,17 @@ FINISHED = ("converged", "max_steps", "rejected_early")  # relaxation statuses w
 def screen(samples: pd.DataFrame, reference: pd.DataFrame, settings: dict, workers: int = 1
            ) -> tuple[pd.DataFrame, dict]:
     table = samples.copy()
-    table["formula"] = reduced_formulas(table)
-    table = table.join(structural_validity(table, settings["min_distance"], settings["min_volume"]))
-    table["valid_comp"] = compositional_validity(table, settings["oxidation_states"])
+    # Rows that cannot describe a crystal (no atoms, Z outside 1..118, NaN, a collapsed or
+    # absurd cell) are invalid with their own drop reason; the validity tests see only
+    # sane rows.
+    problems = row_problems(table)
+    sane = problems.reason.isna()
+    table["formula"] = ""
+    table.loc[sane, "formula"] = reduced_formulas(table[sane])
+    table = table.join(structural_validity(table[sane], settings["min_distance"], settings["min_volume"]))
+    table["valid_struct"] = table.valid_struct.astype("boolean").fillna(False).astype(bool)
+    table["valid_comp"] = compositional_validity(table[sane], settings["oxidation_states"])
+    table["valid_comp"] = table.valid_comp.astype("boolean").fillna(False).astype(bool)
     table["valid"] = table.valid_struct & table.valid_comp
 
     tol = Tolerances(**settings["matcher"])
@@ -54,7 +65,9 @@ def screen(samples: pd.DataFrame, reference: pd.DataFrame, settings: dict, worke
     reasons[~table.unique] = "duplicate"
     reasons[~table.valid_comp] = "invalid_composition"
     reasons[~table.valid_struct] = "invalid_structure"
+    reasons[~sane] = problems.reason[~sane]
     table["drop_reason"] = reasons
+    table["drop_detail"] = problems.detail
     table["duplicate_of"] = table.id.map(duplicates)
     return table, funnel_counts(table, MATCH_STEPS)
 

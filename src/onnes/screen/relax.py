@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from onnes.crystals import read_table, row_arrays, write_table
+from onnes.crystals import read_table, row_arrays, row_problem, write_table
 from onnes.screen.chgnet_batch import crystal_graph, energies_forces_stresses
 from onnes.screen.fire import BatchFire
 
@@ -133,14 +133,13 @@ def load_chgnet(device: str = "cpu"):
 
 
 def _reject(row, max_atoms: int) -> str | None:
-    try:
-        species, frac, lattice = row_arrays(row)
-    except ValueError as exc:
-        return f"malformed: {exc}"
-    if not (np.isfinite(frac).all() and np.isfinite(lattice).all()):
-        return "non-finite coordinates or lattice"
-    if species.min() < 1 or species.max() > CHGNET_MAX_Z:
-        return f"element Z={int(species.max())} outside CHGNet's range 1..{CHGNET_MAX_Z}"
+    problem = row_problem(row)  # the row check every command shares
+    if problem:
+        return f"{problem[0]}: {problem[1]}"
+    species = np.asarray(row["species"])
+    outside = species[(species < 1) | (species > CHGNET_MAX_Z)]
+    if len(outside):
+        return f"element Z={int(outside[0])} outside CHGNet's range 1..{CHGNET_MAX_Z}"
     if len(species) > max_atoms:
         return f"{len(species)} atoms > relax max_atoms {max_atoms}"
     return None

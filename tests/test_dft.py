@@ -105,6 +105,19 @@ def test_selection_takes_the_best_runnable_and_keeps_the_passed_over(cp2k_data):
     assert excluding.dft_skip_reason[1] == "Gd in dft.exclude_elements" and excluding.dft_slot.tolist() == [-1, -1, 0]
 
 
+def test_broken_rows_get_no_dft_slot(cp2k_data):
+    rows = [row_of(silicon(), name, tc_acquisition=50.0 - k) for k, name in enumerate(["nan", "flat", "z0", "ok"])]
+    rows[0]["lattice"] = [float("nan")] * 9
+    rows[1]["lattice"] = [4.0, 0, 0, 4.0, 0, 0, 0, 0, 4.0]  # two identical vectors: zero volume
+    rows[2]["species"] = [0, 14]
+    picked = select_candidates({"a": pd.DataFrame(rows)}, settings(top_k=1, max_sites=8, cp2k={"basis": None}),
+                               cp2k_data)
+    assert picked.dft_slot.tolist() == [-1, -1, -1, 0]
+    reasons = picked.dft_skip_reason.tolist()
+    assert reasons[0].startswith("non_finite_lattice") and reasons[1].startswith("degenerate_cell")
+    assert "atomic number 0" in reasons[2]
+
+
 @needs_cp2k
 def test_cp2k_si_static_runs_for_real_into_the_job_store(cp2k_data, tmp_path):
     si = diamond_si()

@@ -1,5 +1,7 @@
 """One raw CIF -> one row, or a rejection with the right reason (never an exception)."""
 
+import re
+
 import numpy as np
 import pytest
 from conftest import bad_cifs, perovskite, rocksalt, to_cif
@@ -57,3 +59,28 @@ def test_disallowed_element():
 def test_single_site_overlapping_its_periodic_image():
     s = Structure(Lattice.tetragonal(0.4, 5.0), ["Cu"], [[0, 0, 0]])  # volume 0.8 A^3
     assert parse_record(record(to_cif(s)), CHECKS)["drop_reason"] == "overlapping_atoms"
+
+
+def test_drop_details_read_as_reasons_not_internal_errors():
+    good = to_cif(perovskite())
+    lines = good.splitlines()
+    site = next(i for i, line in enumerate(lines) if line.strip().startswith("Ti "))
+    nan_coordinate = "\n".join(lines[:site] + [lines[site].replace("0.50000000", "nan", 1)] + lines[site + 1:])
+    row = parse_record(record(nan_coordinate), CHECKS)
+    assert row["drop_reason"] == "non_finite_lattice" and "coordinates" in row["drop_detail"]
+    short_row = "\n".join(lines[:site] + [" ".join(lines[site].split()[:-2])] + lines[site + 1:])
+    row = parse_record(record(short_row), CHECKS)
+    assert row["drop_reason"] == "parse_error"
+    assert "zip()" not in row["drop_detail"]
+    row = parse_record(record(float("nan")), CHECKS)  # a CSV cell with no CIF in it
+    assert row["drop_reason"] == "parse_error" and "no CIF text" in row["drop_detail"]
+
+
+def test_impossible_cells_are_dropped():
+    good = to_cif(perovskite())
+    angle = re.sub(r"_cell_angle_alpha\s+\S+", "_cell_angle_alpha   200.0", good)
+    assert parse_record(record(angle), CHECKS)["drop_reason"] == "degenerate_cell"
+    huge = good
+    for axis in "abc":
+        huge = re.sub(rf"_cell_length_{axis}\s+\S+", f"_cell_length_{axis}   1e9", huge)
+    assert parse_record(record(huge), CHECKS)["drop_reason"] == "implausible_cell"

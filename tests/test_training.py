@@ -14,6 +14,7 @@ import pytest
 import torch
 from models_fixtures import model_settings, write_toy_splits
 
+from onnes import crystals
 from onnes.sampling import gather, load_model, sample_shard, shard_sizes
 from onnes.train.loop import EXIT_RESUME, BatchOrder, train
 
@@ -161,6 +162,13 @@ def test_sampling_shards_are_reproducible_and_gathered(trained, tmp_path):
     model, state = load_model(trained)
     assert state["model_name"] == "m" and state["step"] == 12
     assert set(pd.read_parquet(tmp_path / "all.parquet").id) == set(a0.id) | set(a1.id)
+    # More shards than samples: the empty shard is still a crystal table, and gathers.
+    few = {**settings, "sample": {**settings["sample"], "num_samples": 1, "shards": 2}}
+    sample_shard(trained, 1, tmp_path / "empty.parquet", seed=0, settings=few)
+    empty = crystals.read_table(tmp_path / "empty.parquet")
+    assert len(empty) == 0 and list(empty.columns[:5]) == list(crystals.REQUIRED_COLUMNS)
+    assert gather([tmp_path / "a0.parquet", tmp_path / "empty.parquet"], tmp_path / "g.parquet",
+                  tmp_path / "g.json")["count"] == 6
 
 
 def test_changed_architecture_starts_afresh_but_more_steps_resume(splits, tmp_path):

@@ -162,14 +162,12 @@ def _data_import(args: argparse.Namespace) -> None:
 
 
 def _data_split(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from onnes.crystals import write_table
+    from onnes.crystals import read_table, write_table
     from onnes.data.split import split_table
 
     config = _load_config(args)
     settings = config["data"]["per_dataset"][args.dataset]
-    table = pd.read_parquet(args.input)
+    table = read_table(args.input)
     parts = split_table(table, settings["split_by"], config["data"]["split"], config["seed"], args.dataset)
     for name, part in parts.items():
         write_table(part, Path(args.out_dir) / f"{name}.parquet")

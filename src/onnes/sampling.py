@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from onnes.config import fill_model_defaults
-from onnes.crystals import write_table
+from onnes.crystals import read_table, write_table
 from onnes.models.batch import Vocabulary
 from onnes.models.model import GenerativeModel, default_steps
 from onnes.train import checkpoint
@@ -110,7 +110,7 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
                                                            f"sample {name}[{shard}]", allowed):
         rows += _rows(types, frac, lattice, sizes, vocabulary, name, shard, start)
     seconds = time.perf_counter() - started
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=ROW_COLUMNS)  # an empty shard (more shards than samples) keeps them
     write_table(table, out_path)
     rate = count / max(seconds, 1e-9)
     log.info("%s shard %d: %d structures in %.1f s (%.1f structures/s, %d steps, %s)", name, shard, count,
@@ -188,6 +188,9 @@ def sample_csp(model_path: str | Path, reference: pd.DataFrame, count: int, out_
     return table
 
 
+ROW_COLUMNS = ["id", "species", "frac_coords", "lattice", "source", "num_sites"]
+
+
 def _rows(types, frac, lattice, sizes, vocabulary, name, shard, start):
     rows, offset = [], 0
     species = vocabulary.decode(types)
@@ -210,7 +213,7 @@ def gather(shard_paths: list[str | Path], out_path: str | Path, summary_path: st
     from onnes.io import write_json
     from onnes.screen.validity import structural_validity
 
-    table = pd.concat([pd.read_parquet(p) for p in shard_paths], ignore_index=True)
+    table = pd.concat([read_table(p) for p in shard_paths], ignore_index=True)
     validity = structural_validity(table)
     summary = {
         "count": len(table),

@@ -85,7 +85,9 @@ def _cell_volume(a, b, c, alpha, beta, gamma) -> float:
 
 def precheck_cif(text: str) -> None:
     """Classify the faults CifParser would hide or report vaguely."""
-    if not text or not text.strip():
+    if not isinstance(text, str):
+        raise Rejected("parse_error", f"no CIF text (a {type(text).__name__}: {str(text)[:40]})")
+    if not text.strip():
         raise Rejected("parse_error", "empty CIF")
     try:
         with warnings.catch_warnings():
@@ -111,11 +113,29 @@ def precheck_cif(text: str) -> None:
     volume = _cell_volume(*cell)
     if volume < 1e-6:
         raise Rejected("degenerate_cell", f"cell parameters {cell} give volume {volume:.3g} A^3")
+    _check_sites(data)
     symbols = data.get("_atom_site_type_symbol") or data.get("_atom_site_label") or []
     for raw in [symbols] if isinstance(symbols, str) else symbols:
         match = _SYMBOL.match(raw)
         if not match or not Element.is_valid_symbol(match.group(1)):
             raise Rejected("unknown_element", f"site symbol '{raw}'")
+
+
+def _check_sites(data: dict) -> None:
+    """The atom-site loop: columns of one length, finite numeric coordinates."""
+    columns = {k: [v] if isinstance(v, str) else list(v) for k, v in data.items() if k.startswith("_atom_site_")
+               and not k.startswith(("_atom_site_aniso", "_atom_site_fract_"))}
+    coords = [[v] if isinstance(v, str) else list(v) for v in
+              (data.get(f"_atom_site_fract_{axis}", []) for axis in "xyz")]
+    lengths = {k: len(v) for k, v in columns.items()} | {f"_atom_site_fract_{a}": len(c) for a, c in zip("xyz", coords)}
+    if len(set(lengths.values())) > 1:
+        raise Rejected("parse_error", f"atom-site loop columns of different lengths {lengths} (truncated CIF?)")
+    try:
+        numbers = [_cif_number(v) for column in coords for v in column]
+    except (ValueError, TypeError) as exc:
+        raise Rejected("parse_error", f"non-numeric fractional coordinate {exc}") from None
+    if not all(math.isfinite(x) for x in numbers):
+        raise Rejected("non_finite_lattice", "NaN or infinite fractional coordinates")
 
 
 def parse_cif(text: str) -> Structure:

@@ -11,15 +11,18 @@ from __future__ import annotations
 import pandas as pd
 from pymatgen.core import Element
 
-from onnes.crystals import REQUIRED_COLUMNS
+from onnes.crystals import REQUIRED_COLUMNS, row_problem
 from onnes.dft.settings import DftSettings
 
 SKIPPED = -1
 
 
 def skip_reason(row, settings: DftSettings, cp2k_data_dir=None) -> str | None:
-    if row["num_sites"] > settings.max_sites:
-        return f"{row['num_sites']} sites > dft.max_sites {settings.max_sites}"
+    problem = row_problem(row)  # the shared row check: no DFT slot for a broken row
+    if problem:
+        return f"{problem[0]}: {problem[1]}"
+    if len(row["species"]) > settings.max_sites:
+        return f"{len(row['species'])} sites > dft.max_sites {settings.max_sites}"
     symbols = sorted({Element.from_Z(int(z)).symbol for z in row["species"]})
     excluded = [s for s in symbols if s in settings.exclude_elements]
     if excluded:

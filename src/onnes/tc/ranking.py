@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from onnes.crystals import row_problems
 from onnes.tc.predictor import TcPredictor
 
 
@@ -20,6 +21,7 @@ def predict_candidates(screened: pd.DataFrame, predictor: TcPredictor) -> pd.Dat
     the row was relaxed: the funnel stores it in the crystal columns)."""
     out = screened.copy()
     valid = out["valid"].fillna(False).astype(bool).to_numpy()
+    valid &= row_problems(out).reason.isna().to_numpy()  # the shared row check: no Tc for a broken row
     # Invalid rows get no prediction: NaN, and <NA> for the out-of-domain flag.
     predictions = predictor.predict(out[valid]).reindex(out.index)
     for column in predictions.columns:

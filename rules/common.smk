@@ -3,20 +3,27 @@ import os
 import re
 import shlex
 
+from onnes.config import structure_datasets
 from onnes.data.fetch import check_mirror
+from onnes.data.importer import find_files
 from onnes.data.sources import DATASET_FILES, FILES
 from onnes.stage_settings import settings_argument
 
 RESULTS = f"{config['results_dir']}/{config['campaign']}"
 CLUSTER = config["cluster"]
 CACHE = config["data_cache"]
-DATASETS = config["data"]["datasets"]
+# Built-in data sets (fetched and curated), then the user's own (data.custom: imported).
+BUILTIN_DATASETS = config["data"]["datasets"]
+CUSTOM_DATASETS = list(config["data"]["custom"])
+DATASETS = BUILTIN_DATASETS + CUSTOM_DATASETS
+# The user's own candidate structures (config candidates), screened like samples.
+USER_CANDIDATES = list(config["candidates"])
 # Files fetched for later stages, not curated (the convex-hull references).
 AUXILIARY_FILES = DATASET_FILES["hull_refs"]
 
 
 wildcard_constraints:
-    dataset="|".join(re.escape(d) for d in DATASET_FILES),
+    dataset="|".join(re.escape(d) for d in [*DATASET_FILES, *CUSTOM_DATASETS]),
     path="|".join(re.escape(p) for p in FILES),
 
 
@@ -59,7 +66,10 @@ def check_cluster_resources(rule_names):
 if config["data_mirror"]:
     check_mirror(
         config["data_mirror"],
-        sorted({p for d in DATASETS for p in DATASET_FILES[d]} | set(AUXILIARY_FILES)),
+        sorted(
+            {p for d in BUILTIN_DATASETS for p in DATASET_FILES[d]}
+            | set(AUXILIARY_FILES)
+        ),
         CACHE,
     )
 
@@ -75,6 +85,14 @@ def settings_of(rule_name):
 def raw_files(wildcards):
     """Cached raw files a data set is curated from."""
     return [f"{CACHE}/{path}" for path in DATASET_FILES[wildcards.dataset]]
+
+
+def user_files(entry):
+    """The files a user entry (data.custom.<name>, candidates.<name>) names now, and its
+    label CSV: the import job's inputs, so that a new or changed file reruns it."""
+    paths = [entry["path"]] if isinstance(entry["path"], str) else entry["path"]
+    found = [str(p) for p in find_files(paths, entry["format"])]
+    return found + ([entry["labels"]] if entry["labels"] else [])
 
 
 def mirror_option():
@@ -98,8 +116,9 @@ MODELS = config["active_models"] or list(config["models"])
 
 
 BASELINES = list(config["active_baselines"])
-# {model} names a trained model or a baseline: both run through the same funnel.
-CANDIDATE_SOURCES = MODELS + BASELINES
+# {model} names a trained model, a baseline or the user's candidates: all run through
+# the same funnel.
+CANDIDATE_SOURCES = MODELS + BASELINES + USER_CANDIDATES
 
 
 def _alternatives(names):
@@ -107,15 +126,18 @@ def _alternatives(names):
 
 
 wildcard_constraints:
-    model=_alternatives(list(config["models"]) + BASELINES),
+    model=_alternatives(list(config["models"]) + BASELINES + USER_CANDIDATES),
     shard=r"\d+",
     slot=r"\d+",
 
 
 def source_dataset(name):
-    """The curated data set a model trains on, or a baseline draws from."""
+    """The curated data set a model trains on, a baseline draws from, or the user's
+    candidates are judged against (novelty, metrics)."""
     if name in config["models"]:
         return config["models"][name]["dataset"]
+    if name in config["candidates"]:
+        return config["candidates"][name]["dataset"]
     return config["baselines"][name]["dataset"]
 
 
@@ -345,7 +367,9 @@ def model_targets():
 
 # -- report ---------------------------------------------------------------------------
 TRAINED_MODELS = [m for m in MODELS if not config["models"][m]["weights_from"]]
-STRUCTURE_REFERENCE = "mp20" if "mp20" in DATASETS else DATASETS[0]
+STRUCTURE_REFERENCE = (["mp20"] if "mp20" in DATASETS else structure_datasets(config))[
+    0
+]
 
 
 def report_inputs(wildcards):
@@ -360,8 +384,12 @@ def report_inputs(wildcards):
         "curves": expand(
             f"{RESULTS}/models/{{model}}/metrics.csv", model=TRAINED_MODELS
         ),
-        "raw": [f"{CACHE}/{path}" for d in DATASETS for path in DATASET_FILES[d]]
-        + [f"{CACHE}/{path}" for path in AUXILIARY_FILES],
+        "raw": [
+            f"{CACHE}/{path}" for d in BUILTIN_DATASETS for path in DATASET_FILES[d]
+        ]
+        + [f"{CACHE}/{path}" for path in AUXILIARY_FILES]
+        + [f for d in CUSTOM_DATASETS for f in user_files(config["data"]["custom"][d])]
+        + [f for c in USER_CANDIDATES for f in user_files(config["candidates"][c])],
         "structure_reference": f"{RESULTS}/data/{STRUCTURE_REFERENCE}/train.parquet",
     }
     if TC_ENABLED:

@@ -28,6 +28,8 @@ rule curate_dataset:
         f"{RESULTS}/logs/data/curate_{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/data/curate_{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset=_alternatives(BUILTIN_DATASETS),
     conda:
         "../envs/analysis.yaml"
     threads: config["data"]["threads"]
@@ -47,6 +49,36 @@ rule curate_dataset:
         "onnes data curate --dataset {wildcards.dataset} --cache {params.cache:q}"
         " --out-dir {params.out_dir:q} --threads {threads} --settings {params.settings}"
         " > {log:q} 2>&1"
+
+
+rule import_dataset:
+    input:
+        lambda wildcards: user_files(config["data"]["custom"][wildcards.dataset]),
+    output:
+        curated=f"{RESULTS}/data/{{dataset}}/curated.parquet",
+        dropped=f"{RESULTS}/data/{{dataset}}/dropped.parquet",
+        report=f"{RESULTS}/data/{{dataset}}/curation.json",
+    log:
+        f"{RESULTS}/logs/data/import_{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/data/import_{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset=_alternatives(CUSTOM_DATASETS),
+    conda:
+        "../envs/analysis.yaml"
+    threads: config["data"]["threads"]
+    resources:
+        **rule_resources(
+            "import_dataset",
+            mem_mb=8000,
+            runtime=60,
+        ),
+    params:
+        settings=settings_of("import_dataset"),
+        out_dir=lambda wildcards, output: os.path.dirname(output.curated),
+    shell:
+        "onnes data import --dataset {wildcards.dataset} --out-dir {params.out_dir:q}"
+        " --threads {threads} --settings {params.settings} > {log:q} 2>&1"
 
 
 rule split_dataset:

@@ -80,3 +80,28 @@ def bad_cifs() -> dict[str, str]:
 @pytest.fixture
 def good_structures() -> dict[str, Structure]:
     return {"NaCl": rocksalt(), "Si": silicon(), "SrTiO3": perovskite()}
+
+
+def write_user_files(folder: Path, structures: dict[str, Structure]) -> Path:
+    """A user's folder: the structures as CIF files named by key, plus one broken file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, structure in structures.items():
+        (folder / f"{name}.cif").write_text(to_cif(structure))
+    (folder / "broken.cif").write_text("data_broken\n_cell_length_a 3.0\n")
+    return folder
+
+
+def user_campaign(base_config: Path, workdir: Path) -> Path:
+    """``base_config`` plus a user data set (models may train on it) and a candidate
+    source, both folders of CIFs under ``workdir``; returns the config file written."""
+    import yaml
+
+    structures = {"nacl": rocksalt(), "si": silicon(), "srtio3": perovskite()}
+    write_user_files(workdir / "my_data", structures)
+    write_user_files(workdir / "collaborator", {f"{k}-x": s for k, s in structures.items()})
+    config = yaml.safe_load(base_config.read_text())
+    config["data"]["custom"] = {"mine": {"path": str(workdir / "my_data")}}
+    config["candidates"] = {"collab": {"path": [str(workdir / "collaborator" / "*.cif")], "dataset": "mine"}}
+    path = workdir / "user.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, user_campaign
 
 from onnes import config as cfg
 from onnes.stage_settings import SLICES, stage_settings
@@ -37,27 +37,34 @@ def dry_run_jobs(*args):
     return jobs
 
 
-@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/demo.yaml"])
+USER_RULES = {"import_dataset", "import_candidates"}  # only with data.custom and candidates
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/demo.yaml", "user"])
 def test_every_rule_settings_are_the_stage_slice(tmp_path, configfile):
+    if configfile == "user":  # the demo with a user data set and a user candidate source
+        configfile = user_campaign(REPO / "config/demo.yaml", tmp_path)
     jobs = dry_run_jobs("-d", str(tmp_path), "--configfile", str(REPO / configfile))
     # The report receives the whole validated config: the reference for every slice.
     (config,) = [settings for rule, _, settings in jobs if rule == "campaign_report"]
     assert config == cfg.validate(json.loads(json.dumps(config)))
     with_settings = {rule for rule, _, settings in jobs if settings is not None}
-    assert with_settings == set(SLICES), "a rule passes --settings without a slice, or a slice has no rule"
+    expected = set(SLICES) if config["candidates"] else set(SLICES) - USER_RULES
+    assert with_settings == expected, "a rule passes --settings without a slice, or a slice has no rule"
     for rule, wildcards, settings in jobs:
         if settings is not None:
             expected = json.loads(json.dumps(stage_settings(config, rule, **wildcards)))
             assert settings == expected, f"{rule} {wildcards}: settings differ from stage_settings"
 
 
-def test_slices_pass_validation_and_keep_their_values():
+def test_slices_pass_validation_and_keep_their_values(tmp_path):
     """A slice is a valid config on its own, and filling the defaults back in changes
     none of the values it carries."""
-    config = cfg.load(REPO / "config/demo.yaml")
-    wildcards = {"curate_dataset": {"dataset": "mp20"}, "split_dataset": {"dataset": "mp20"},
+    config = cfg.load(user_campaign(REPO / "config/demo.yaml", tmp_path))
+    wildcards = {"curate_dataset": {"dataset": "mp20"}, "split_dataset": {"dataset": "mine"},
                  "train_model": {"model": "flow-tc-adapter"}, "sample_shard": {"model": "flow", "shard": "0"},
-                 "sample_csp": {"model": "flow"}, "sample_baseline": {"model": "pyxtal"}}
+                 "sample_csp": {"model": "flow"}, "sample_baseline": {"model": "pyxtal"},
+                 "import_dataset": {"dataset": "mine"}, "import_candidates": {"model": "collab"}}
 
     def contained(part, whole):
         if isinstance(part, dict):

@@ -426,3 +426,59 @@ def test_campaign_page_renders_in_chromium(demo_run):
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1280,2400", page], capture_output=True,
                    timeout=120, check=True)
     assert shot.stat().st_size > 50_000  # a blank page is a few kB
+
+
+def write_mp20_cifs(mirror: Path, folder: Path, split: str, count: int) -> list[str]:
+    """``count`` real MP-20 structures of ``split`` as CIF files named by material id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = pd.read_csv(mirror / f"mp20/pilot_{split}.csv.gz", nrows=count)
+    for row in rows.itertuples():
+        (folder / f"{row.material_id}.cif").write_text(row.cif)
+    return rows.material_id.tolist()
+
+
+@pytest.mark.mirror
+def test_user_data_set_trains_and_user_candidates_go_through_the_funnel(mirror, tmp_path):
+    """A tiny campaign on the user's own files: a folder of CIFs with a Tc label CSV
+    trains a Tc-conditioned model, and a collaborator's folder (CIFs, a POSCAR, a broken
+    file) is screened like a model's samples, down to the report."""
+    ids = write_mp20_cifs(mirror, tmp_path / "our_set", "train", 60)
+    pd.DataFrame({"id": ids, "tc_K": [float(k % 7) for k in range(len(ids))]}).to_csv(
+        tmp_path / "our_tc.csv", index=False)
+    collaborator = tmp_path / "collaborator"
+    theirs = write_mp20_cifs(mirror, collaborator, "test", 8)
+    Structure.from_file(collaborator / f"{theirs[0]}.cif").to(filename=str(collaborator / "POSCAR"))
+    (collaborator / "half.cif").write_text("data_half\n_cell_length_a 4.0\n")
+    config = {
+        "campaign": "user", "data": {"datasets": [], "custom": {"ours": {
+            "path": str(tmp_path / "our_set"), "labels": str(tmp_path / "our_tc.csv")}}},
+        "models": {"ours-flow": {
+            "family": "flow", "dataset": "ours", "conditioning": {"columns": ["tc_K"]},
+            "denoiser": {"hidden": 32, "layers": 2, "fourier": 4, "time_dim": 16},
+            "train": {"steps": 30, "batch_size": 8, "warmup_steps": 5, "val_every": 10, "checkpoint_every": 10,
+                      "val_batches": 1, "log_every": 10},
+            "sample": {"num_samples": 12, "shards": 1, "batch_size": 12, "steps": 10, "target": [5.0]}}},
+        "active_baselines": [],
+        "candidates": {"collab": {"path": str(collaborator), "dataset": "ours"}},
+        "screen": {"metrics": {"max_structures": 12, "wdist_samples": 12, "csp_structures": 0}},
+        "relax": {"select": "valid", "max_steps": 20, "shards": 1, "threads": 1},
+        "tc": {"enabled": False}, "dft": {"enabled": False},
+    }
+    (tmp_path / "user.yaml").write_text(yaml.safe_dump(config))
+    snakemake("--cores", "2", "-d", str(tmp_path), "--configfile", str(tmp_path / "user.yaml"),
+              "--config", f"data_mirror={mirror}")
+    results = tmp_path / "results/user"
+    curation = json.loads((results / "data/ours/curation.json").read_text())
+    assert curation["records_in"] == 60 and curation["labels"]["columns"]["tc_K"] == curation["kept"]
+    assert crystals.read_table(results / "data/ours/train.parquet").tc_K.notna().all()
+    assert (results / "models/ours-flow/last.ckpt").exists()
+    imported = json.loads((results / "samples/collab/curation.json").read_text())
+    assert imported["records_in"] == 10 and imported["dropped"] == {"parse_error": 1}
+    funnel = json.loads((results / "screen/collab/funnel.json").read_text())
+    assert funnel["steps"]["generated"] == 9 and funnel["steps"]["relaxed"] >= 1
+    # The POSCAR is the same crystal as the first CIF: the funnel's uniqueness step says so.
+    assert funnel["drop_reasons"].get("duplicate") == 1
+    page = (results / "report/index.html").read_text()
+    assert "collab" in page and "ours-flow" in page
+    summary = pd.read_csv(results / "screen/summary.csv")
+    assert set(summary.iloc[:, 0]) >= {"ours-flow", "collab"}

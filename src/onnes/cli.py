@@ -146,19 +146,32 @@ def _data_import(args: argparse.Namespace) -> None:
     from onnes.data.parse import Checks
     from onnes.io import write_json
 
-    data = _load_config(args)["data"]
-    checks = Checks(allowed_elements=allowed_elements(data), max_atoms=args.max_atoms,
+    config = _load_config(args)
+    data = config["data"]
+    entry, source, dedup = {}, args.source, not args.keep_duplicates
+    if args.dataset:  # a user data set of the config: curated, so de-duplicated
+        entry, source = cfg.dataset_settings(data, args.dataset), args.dataset
+    elif args.candidates:  # a candidate source: the funnel's uniqueness step counts duplicates
+        if args.candidates not in config["candidates"]:
+            raise cfg.ConfigError(f"no candidate source '{args.candidates}' under config key 'candidates'")
+        entry, source, dedup = config["candidates"][args.candidates], args.candidates, False
+    paths = args.inputs or entry.get("path")
+    if not paths:
+        raise cfg.ConfigError("name files, folders or globs to import (or --dataset / --candidates)")
+    checks = Checks(allowed_elements=allowed_elements(data), max_atoms=args.max_atoms or entry.get("max_atoms", 200),
                     min_distance=data["min_distance"], min_volume=data["min_volume"],
                     max_volume_per_atom=data["max_volume_per_atom"])
-    settings = ImportSettings(checks=checks, fmt=args.format, source=args.source,
-                              dedup=None if args.keep_duplicates else data["dedup"], workers=args.threads)
-    result = import_structures(args.inputs, settings, args.labels)
+    settings = ImportSettings(checks=checks, fmt=args.format or entry.get("format", "auto"), source=source,
+                              dedup=data["dedup"] if dedup and data["dedup"]["enabled"] else None,
+                              workers=args.threads)
+    result = import_structures([paths] if isinstance(paths, str) else paths, settings,
+                               args.labels or entry.get("labels"))
     out = Path(args.out_dir)
     write_table(result.dropped, out / "dropped.parquet")
-    write_table(result.kept, out / "curated.parquet")
     write_json(out / "curation.json", result.report)
-    log.info("%s: %d records from %d files, %d kept, dropped %s -> %s", args.source, result.report["records_in"],
-             result.report["files"], result.report["kept"], result.report["dropped"], out / "curated.parquet")
+    write_table(result.kept, out / args.table_name)  # last: the rule's main output
+    log.info("%s: %d records from %d files, %d kept, dropped %s -> %s", source, result.report["records_in"],
+             result.report["files"], result.report["kept"], result.report["dropped"], out / args.table_name)
 
 
 def _data_split(args: argparse.Namespace) -> None:
@@ -166,7 +179,7 @@ def _data_split(args: argparse.Namespace) -> None:
     from onnes.data.split import split_table
 
     config = _load_config(args)
-    settings = config["data"]["per_dataset"][args.dataset]
+    settings = cfg.dataset_settings(config["data"], args.dataset)
     table = read_table(args.input)
     parts = split_table(table, settings["split_by"], config["data"]["split"], config["seed"], args.dataset)
     for name, part in parts.items():
@@ -438,17 +451,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     imp = actions.add_parser("import", help="a user's CIF, POSCAR, extxyz, ASE db or pymatgen JSON files -> a "
                              "crystal table, through curation's checks (every drop counted with a reason)")
-    imp.add_argument("inputs", nargs="+", help="files, folders (searched recursively) or quoted globs")
-    imp.add_argument("--out-dir", type=Path, required=True, help="writes curated.parquet, dropped.parquet, "
-                     "curation.json")
-    imp.add_argument("--format", default="auto", choices=["auto", "cif", "poscar", "extxyz", "ase-db",
-                                                            "pymatgen-json"], help="default: from file names")
+    imp.add_argument("inputs", nargs="*", help="files, folders (searched recursively) or quoted globs")
+    imp.add_argument("--out-dir", type=Path, required=True, help="writes the table (--table-name), "
+                     "dropped.parquet and curation.json")
+    imp.add_argument("--table-name", default="curated.parquet", help="file name of the kept rows (default "
+                     "curated.parquet)")
+    imp.add_argument("--format", choices=["auto", "cif", "poscar", "extxyz", "ase-db", "pymatgen-json"],
+                     help="default: from file names")
     imp.add_argument("--labels", type=Path, help="CSV with an 'id' column (file stem, or the id a file gives) and "
                      "label columns, e.g. tc_K")
     imp.add_argument("--source", default="user", help="value of the table's source column")
-    imp.add_argument("--max-atoms", type=int, default=200, help="drop cells with more sites (default 200)")
+    imp.add_argument("--max-atoms", type=int, help="drop cells with more sites (default 200)")
     imp.add_argument("--keep-duplicates", action="store_true", help="skip StructureMatcher de-duplication")
     imp.add_argument("--threads", type=int, default=1, help="worker processes")
+    which = imp.add_mutually_exclusive_group()
+    which.add_argument("--dataset", help="import the config's data.custom.<name> (paths, format, labels, max_atoms)")
+    which.add_argument("--candidates", help="import the config's candidates.<name> (no de-duplication)")
     _add_config_options(imp)
     imp.set_defaults(func=_data_import)
 

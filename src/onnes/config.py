@@ -69,13 +69,15 @@ def _fill_and_check(instance: dict[str, Any], schema: dict) -> dict[str, Any]:
     return instance
 
 
-def validate(config: dict[str, Any]) -> dict[str, Any]:
+def validate(config: dict[str, Any], whole: bool = True) -> dict[str, Any]:
     """Fill defaults into ``config`` (in place) and validate it; return it.
 
-    Raises ConfigError naming the first offending key.
+    ``whole=False`` for a stage's slice (``--settings``): the checks across sections
+    that a slice leaves out (a model's data set among the campaign's) are skipped; the
+    workflow ran them on the whole config. Raises ConfigError naming the first offending key.
     """
     _fill_and_check(config, load_schema())
-    check_semantics(config)
+    check_semantics(config, whole)
     return config
 
 
@@ -86,8 +88,8 @@ def fill_model_defaults(entry: dict[str, Any]) -> dict[str, Any]:
     return _fill_and_check(entry, {**schema["$defs"]["model"], "$defs": schema["$defs"]})
 
 
-def check_semantics(config: dict[str, Any]) -> None:
-    """Checks the JSON schema cannot express."""
+def check_semantics(config: dict[str, Any], whole: bool = True) -> None:
+    """Checks the JSON schema cannot express (``whole``: and those across sections)."""
     data = config["data"]
     for key in ("allowed_elements", "excluded_elements"):
         for symbol in data.get(key) or []:
@@ -106,6 +108,8 @@ def check_semantics(config: dict[str, Any]) -> None:
         dataset = config["baselines"][name]["dataset"]
         if dataset not in data["datasets"]:
             raise ConfigError(f"config key 'baselines.{name}.dataset': '{dataset}' is not in data.datasets")
+    if whole:
+        _check_user_structures(config)
     models = config["models"]
     for name, entry in models.items():
         for key, other in (("adapter.base", entry["adapter"]["base"]), ("weights_from", entry["weights_from"])):
@@ -133,6 +137,46 @@ def check_semantics(config: dict[str, Any]) -> None:
     store = config["dft"]["store"]
     if store["type"] == "mongo" and not store["uri"]:
         raise ConfigError("config key 'dft.store.uri': a mongo store needs a mongodb:// URI")
+
+
+def structure_datasets(config: dict[str, Any]) -> list[str]:
+    """The campaign's data sets of crystal structures: built-in ones it curates, then its own."""
+    from onnes.data.sources import STRUCTURE_DATASETS
+
+    data = config["data"]
+    return [d for d in data["datasets"] if d in STRUCTURE_DATASETS] + list(data["custom"])
+
+
+def dataset_settings(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """A data set's own settings: ``data.per_dataset.<name>``, or ``data.custom.<name>``."""
+    if name in data.get("custom", {}):
+        return data["custom"][name]
+    try:
+        return data["per_dataset"][name]
+    except KeyError:
+        raise ConfigError(f"no data set '{name}' in data.per_dataset or data.custom") from None
+
+
+def _check_user_structures(config: dict[str, Any]) -> None:
+    """Names of the user's data sets and candidate sources, and the data sets they refer to."""
+    from onnes.data.sources import DATASET_FILES
+
+    custom, candidates = config["data"]["custom"], config["candidates"]
+    for name in custom:
+        if name in DATASET_FILES:
+            raise ConfigError(f"config key 'data.custom.{name}': '{name}' is a built-in data set's name")
+    usable = structure_datasets(config)
+    for name, entry in config["models"].items():
+        if entry["dataset"] not in usable:
+            raise ConfigError(f"config key 'models.{name}.dataset': '{entry['dataset']}' is neither a structure "
+                              f"data set in data.datasets nor one under data.custom (have: {', '.join(usable)})")
+    taken = set(config["models"]) | set(config["baselines"]) | set(custom)
+    for name, entry in candidates.items():
+        if name in taken:
+            raise ConfigError(f"config key 'candidates.{name}': the name is taken by a model, baseline or data set")
+        if entry["dataset"] not in usable:
+            raise ConfigError(f"config key 'candidates.{name}.dataset': '{entry['dataset']}' is neither a structure "
+                              f"data set in data.datasets nor one under data.custom (have: {', '.join(usable)})")
 
 
 def load(path: str | Path | None = None, overrides: dict | None = None) -> dict[str, Any]:
@@ -166,7 +210,7 @@ def parse_settings(text: str) -> dict[str, Any]:
         raise ConfigError(f"--settings is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ConfigError("--settings must be a JSON object")
-    return validate(value)
+    return validate(value, whole=False)
 
 
 def allowed_elements(data_config: dict[str, Any]) -> frozenset[str]:

@@ -30,15 +30,24 @@ def model_entries(config: Config, name: str) -> dict[str, Any]:
 
 def _curate(config: Config, dataset: str) -> Config:
     data = config["data"]
-    subset = {k: v for k, v in data.items() if k not in ("datasets", "per_dataset", "split")}
+    subset = {k: v for k, v in data.items() if k not in ("datasets", "per_dataset", "split", "custom")}
     subset["per_dataset"] = {dataset: data["per_dataset"][dataset]}
     return {"data": subset}
 
 
 def _split(config: Config, dataset: str) -> Config:
     data = config["data"]
-    return {"seed": config["seed"],
-            "data": {"split": data["split"], "per_dataset": {dataset: data["per_dataset"][dataset]}}}
+    group = "custom" if dataset in data["custom"] else "per_dataset"
+    return {"seed": config["seed"], "data": {"split": data["split"], group: {dataset: data[group][dataset]}}}
+
+
+def _import(config: Config, group: str, name: str) -> Config:
+    """Curation's checks and dedup plus the one user entry (data.custom or candidates)."""
+    data = config["data"]
+    checks = {k: v for k, v in data.items() if k not in ("datasets", "per_dataset", "split", "custom")}
+    if group == "custom":
+        return {"data": {**checks, "custom": {name: data["custom"][name]}}}
+    return {"data": checks, "candidates": {name: config["candidates"][name]}}
 
 
 def _model(config: Config, model: str) -> Config:
@@ -79,6 +88,8 @@ def _block(*path: str, seed: bool = False):
 SLICES: dict[str, Callable[..., Config]] = {
     "curate_dataset": lambda c, dataset: _curate(c, dataset),
     "split_dataset": lambda c, dataset: _split(c, dataset),
+    "import_dataset": lambda c, dataset: _import(c, "custom", dataset),
+    "import_candidates": lambda c, model: _import(c, "candidates", model),
     "train_model": lambda c, model: _model(c, model),
     "sample_shard": lambda c, model, shard=None: _model(c, model),
     "sample_csp": lambda c, model: _csp(c, model),

@@ -11,7 +11,7 @@ from pymatgen.core import Composition
 
 from onnes import crystals
 from onnes.config import validate
-from onnes.screen.funnel import finish, select_for_relaxation
+from onnes.screen.funnel import finish, select_for_relaxation, wilson_interval
 from onnes.screen.hull import ConvexHull, build_references, element_counts, evaluate_stability
 
 # A-B toy system on real elements: Na and Cl at 0, NaCl at -2.0 eV/atom, NaCl3 at -0.5
@@ -137,9 +137,21 @@ def test_finish_counts_sun_over_all_generated():
     assert funnel["steps"] == {"generated": 4, "valid": 3, "unique": 2, "novel": 2, "relaxed": 2, "sun": 1}
     assert funnel["stability"]["sun_rate"] == pytest.approx(0.25)
     assert funnel["stability"]["stable_strict"] == 0
+    # 1 of the 2 relaxed novel structures is stable: estimate 0.5 x novelty rate 0.5,
+    # with Wilson's interval (0.095, 0.905) on the 1-of-2 fraction, scaled alike.
+    assert funnel["stability"]["sun_rate_estimated"] == pytest.approx(0.25)
+    low, high = funnel["stability"]["sun_rate_estimated_ci95"]
+    assert low == pytest.approx(0.5 * 0.0945, abs=1e-3) and high == pytest.approx(0.5 * 0.9055, abs=1e-3)
     row = screened.set_index("id")
     assert row.drop_reason["c"] == "unstable" and row.drop_reason["a"] is None
     assert row.lattice["a"][0] == 5.5 and row.lattice_generated["a"][0] == pytest.approx(5.64)
+
+
+def test_wilson_interval_matches_published_values():
+    # Newcombe, Stat. Med. 17, 857 (1998), Table I: 81/263 -> 0.2553-0.3662; 0/10 -> 0-0.2775
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
 def test_an_early_rejection_counts_as_relaxed_and_never_stable():

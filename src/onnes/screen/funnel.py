@@ -137,9 +137,25 @@ def finish(matched: pd.DataFrame, relaxed: pd.DataFrame, stability: pd.DataFrame
         # When relaxation took only a sample of the novel structures, this estimate
         # scales the stable fraction of that sample by the novelty rate.
         "sun_rate_estimated": funnel["rates"]["novel"] * stable_fraction,
+        # Its 95 % interval: Wilson's score interval of the sample's stable fraction, scaled alike.
+        "sun_rate_estimated_ci95": [funnel["rates"]["novel"] * bound for bound in
+                                    wilson_interval(int(table.sun[relaxed_novel].sum()), int(relaxed_novel.sum()))],
+        "relaxed_novel": int(relaxed_novel.sum()),
         "median_e_above_hull": float(e_hull[table.relaxed].median()) if table.relaxed.any() else None,
     }
     return table, funnel
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (E. B. Wilson, JASA 22, 209 (1927)):
+    sound at the small counts and rates near 0 of a relaxed sample, where the normal
+    approximation is not. (0, 1) for no trials."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z / (1 + z * z / trials) * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 def funnel_counts(table: pd.DataFrame, steps=STEPS) -> dict:

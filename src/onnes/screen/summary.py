@@ -19,10 +19,15 @@ def summary_row(name: str, funnel: dict, metrics: dict) -> dict:
     for step, rate in funnel["rates"].items():
         if step != "generated":
             row[f"{step}_rate"] = rate
+    generated = funnel["steps"]["generated"]
+    for key in ("valid_struct", "valid_comp"):
+        row[f"{key}_rate"] = funnel[key] / generated if generated else 0.0
     stability = funnel.get("stability", {})
     for key in ("stable", "stable_strict", "stable_rate", "sun_rate", "sun_strict_rate", "sun_rate_estimated",
                 "median_e_above_hull"):
         row[key] = stability.get(key)
+    low, high = stability.get("sun_rate_estimated_ci95") or (None, None)
+    row["sun_rate_estimated_low"], row["sun_rate_estimated_high"] = low, high
     for key in METRIC_COLUMNS:
         row[key] = metrics.get(key)
     return row

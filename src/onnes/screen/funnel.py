@@ -22,12 +22,16 @@ counts each step in order, with rates over all generated structures.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from onnes.crystals import row_problems
 from onnes.matching import Tolerances, find_duplicates, find_known, reduced_formulas
 from onnes.screen.validity import compositional_validity, structural_validity
+
+log = logging.getLogger(__name__)
 
 STEPS = ("generated", "valid", "unique", "novel", "relaxed", "sun")
 # The whole campaign's funnel, as the report and its figures count it: the screening
@@ -53,6 +57,11 @@ def screen(samples: pd.DataFrame, reference: pd.DataFrame, settings: dict, worke
     table["valid_comp"] = table.valid_comp.astype("boolean").fillna(False).astype(bool)
     table["valid"] = table.valid_struct & table.valid_comp
 
+    reference_problems = row_problems(reference).reason
+    if reference_problems.notna().any():  # novelty is judged against sane rows only
+        log.warning("reference: %d rows that describe no crystal left out (%s)", reference_problems.notna().sum(),
+                    reference_problems.value_counts().to_dict())
+        reference = reference[reference_problems.isna()]
     tol = Tolerances(**settings["matcher"])
     valid_rows = table[table.valid]
     duplicates = find_duplicates(valid_rows, tol, workers)

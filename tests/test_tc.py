@@ -1,5 +1,6 @@
 """Tc predictor, ranking and steering table."""
 
+import io
 import json
 
 import numpy as np
@@ -140,3 +141,14 @@ def test_predictor_on_real_supercon_held_out_by_composition(tmp_path):
     # 4,000-row subsample the same recipe must still be clearly predictive.
     assert metrics["r2"] > 0.7 and metrics["shared_groups"] == 0
     assert metrics["precision_above_10K"] > 0.7 and metrics["recall_above_10K"] > 0.7
+
+
+def test_predict_command_answers_for_formulas(tmp_path, capsys):
+    from onnes.cli import main
+
+    train_and_evaluate(training_table(synthetic_supercon(), None), SETTINGS, seed=0, out_dir=tmp_path)
+    assert main(["tc", "predict", "--predictor", str(tmp_path), "La1.8Sr0.2CuO4", "Nb0.5Ti0.5", "Xx2"]) == 0
+    out = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("formula")
+    assert out.tc_pred_mean["La1.8Sr0.2CuO4"] > 20 > out.tc_pred_mean["Nb0.5Ti0.5"]
+    assert np.isnan(out.tc_pred_mean["Xx2"])  # no composition: no prediction, and a warning
+    assert set(out.columns) >= {"tc_pred_std", "tc_ood"}

@@ -282,6 +282,37 @@ def _tc_rank(args: argparse.Namespace) -> None:
     log.info("%d candidates ranked (of %d screened)", len(ranked), len(predicted))
 
 
+def _tc_predict(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from onnes.crystals import read_table
+    from onnes.tc.predictor import TcPredictor
+
+    if args.table:
+        table = read_table(args.table)
+        if "formula" not in table:
+            from onnes.matching import reduced_formulas
+
+            table["formula"] = reduced_formulas(table)
+    elif args.formulas:
+        table = pd.DataFrame({"id": args.formulas, "formula": args.formulas})
+    else:
+        raise cfg.ConfigError("name formulas, or --table")
+    predictions = TcPredictor.load(args.predictor).predict(table)
+    out = pd.concat([table[[c for c in ("id", "formula") if c in table]], predictions], axis=1)
+    text = out.to_csv(index=False, float_format="%.2f")
+    if args.out:
+        from onnes.io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+    else:
+        sys.stdout.write(text)
+    unreadable = out.tc_pred_mean.isna().sum()
+    if unreadable:
+        log.warning("%d rows without a prediction (a formula that names no composition)", unreadable)
+
+
 def _tc_compare(args: argparse.Namespace) -> None:
     from onnes.crystals import read_table
     from onnes.io import atomic_path, write_json
@@ -594,6 +625,15 @@ def build_parser() -> argparse.ArgumentParser:
     tc_rank.add_argument("--out", type=Path, required=True, help="ranked.parquet")
     _add_config_options(tc_rank)
     tc_rank.set_defaults(func=_tc_rank)
+    tc_pred = tc_actions.add_parser("predict", help="predicted Tc (K) of formulas or of a crystal table, with "
+                                    "the ensemble's spread and the out-of-domain flag")
+    tc_pred.add_argument("formulas", nargs="*", help="e.g. MgB2 YBa2Cu3O7 Nb3Sn")
+    tc_pred.add_argument("--predictor", type=Path, required=True, help="directory written by `onnes tc train` "
+                         "(results/{campaign}/tc/predictor)")
+    tc_pred.add_argument("--table", type=Path, help="a crystal table with a formula column instead of formulas")
+    tc_pred.add_argument("--out", type=Path, help="CSV file (default: standard output)")
+    tc_pred.set_defaults(func=_tc_predict)
+
     tc_cmp = tc_actions.add_parser("compare", help="predicted-Tc distributions per source (steering table)")
     tc_cmp.add_argument("--predicted", nargs="+", required=True, help="NAME=predicted.parquet")
     tc_cmp.add_argument("--pairs", nargs="*", help="STEERED=UNCONDITIONAL source pairs for the gain columns")

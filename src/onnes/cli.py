@@ -140,38 +140,21 @@ def _data_curate(args: argparse.Namespace) -> None:
 
 
 def _data_import(args: argparse.Namespace) -> None:
-    from onnes.config import allowed_elements
     from onnes.crystals import write_table
-    from onnes.data.importer import ImportSettings, import_structures
-    from onnes.data.parse import Checks
+    from onnes.data.importer import import_job, import_structures
     from onnes.io import write_json
 
-    config = _load_config(args)
-    data = config["data"]
-    entry, source, dedup = {}, args.source, not args.keep_duplicates
-    if args.dataset:  # a user data set of the config: curated, so de-duplicated
-        entry, source = cfg.dataset_settings(data, args.dataset), args.dataset
-    elif args.candidates:  # a candidate source: the funnel's uniqueness step counts duplicates
-        if args.candidates not in config["candidates"]:
-            raise cfg.ConfigError(f"no candidate source '{args.candidates}' under config key 'candidates'")
-        entry, source, dedup = config["candidates"][args.candidates], args.candidates, False
-    paths = args.inputs or entry.get("path")
-    if not paths:
-        raise cfg.ConfigError("name files, folders or globs to import (or --dataset / --candidates)")
-    checks = Checks(allowed_elements=allowed_elements(data), max_atoms=args.max_atoms or entry.get("max_atoms", 200),
-                    min_distance=data["min_distance"], min_volume=data["min_volume"],
-                    max_volume_per_atom=data["max_volume_per_atom"])
-    settings = ImportSettings(checks=checks, fmt=args.format or entry.get("format", "auto"), source=source,
-                              dedup=data["dedup"] if dedup and data["dedup"]["enabled"] else None,
-                              workers=args.threads)
-    result = import_structures([paths] if isinstance(paths, str) else paths, settings,
-                               args.labels or entry.get("labels"))
+    job = import_job(_load_config(args), inputs=args.inputs, dataset=args.dataset, candidates=args.candidates,
+                     source=args.source, fmt=args.format, labels=args.labels, max_atoms=args.max_atoms,
+                     keep_duplicates=args.keep_duplicates, workers=args.threads)
+    result = import_structures(job.inputs, job.settings, job.labels)
     out = Path(args.out_dir)
     write_table(result.dropped, out / "dropped.parquet")
     write_json(out / "curation.json", result.report)
     write_table(result.kept, out / args.table_name)  # last: the rule's main output
-    log.info("%s: %d records from %d files, %d kept, dropped %s -> %s", source, result.report["records_in"],
-             result.report["files"], result.report["kept"], result.report["dropped"], out / args.table_name)
+    report = result.report
+    log.info("%s: %d records from %d files, %d kept, dropped %s -> %s", job.settings.source, report["records_in"],
+             report["files"], report["kept"], report["dropped"], out / args.table_name)
 
 
 def _data_split(args: argparse.Namespace) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from onnes.config import ConfigError
+from onnes.config import ConfigError, allowed_elements, dataset_settings
 from onnes.crystals import REQUIRED_COLUMNS
 from onnes.data.curate import Curated, deduplicate, drop_repeated_ids, parse_all, report_counts
 from onnes.data.parse import Checks, Rejected
@@ -257,6 +257,41 @@ def _missing(value: Any) -> bool:
 
 
 # -- the whole import -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    inputs: list[str]
+    settings: ImportSettings
+    labels: str | None
+
+
+def import_job(config: dict, *, inputs: Sequence[str] = (), dataset: str | None = None,
+               candidates: str | None = None, source: str = "user", fmt: str | None = None,
+               labels: str | None = None, max_atoms: int | None = None, keep_duplicates: bool = False,
+               workers: int = 1) -> ImportJob:
+    """What to import and how, from the validated config: a user data set
+    (``data.custom.<dataset>``: de-duplicated like curation), a candidate source
+    (``candidates.<candidates>``: duplicates kept for the funnel's uniqueness step), or
+    plain ``inputs``; explicit arguments win over the entry's keys."""
+    data = config["data"]
+    entry: dict = {}
+    if dataset:
+        entry, source = dataset_settings(data, dataset), dataset
+    elif candidates:
+        if candidates not in config["candidates"]:
+            raise ConfigError(f"no candidate source '{candidates}' under config key 'candidates'")
+        entry, source, keep_duplicates = config["candidates"][candidates], candidates, True
+    paths = list(inputs) or entry.get("path")
+    if not paths:
+        raise ImportInputError("name files, folders or globs to import (or a data set / candidate source)")
+    checks = Checks(allowed_elements=allowed_elements(data), max_atoms=max_atoms or entry.get("max_atoms", 200),
+                    min_distance=data["min_distance"], min_volume=data["min_volume"],
+                    max_volume_per_atom=data["max_volume_per_atom"])
+    dedup = None if keep_duplicates or not data["dedup"]["enabled"] else data["dedup"]
+    settings = ImportSettings(checks=checks, fmt=fmt or entry.get("format", "auto"), source=source, dedup=dedup,
+                              workers=workers)
+    return ImportJob([paths] if isinstance(paths, str) else list(paths), settings, labels or entry.get("labels"))
 
 
 def import_structures(inputs: Sequence[str | Path], settings: ImportSettings,

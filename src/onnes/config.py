@@ -166,7 +166,14 @@ def _check_user_structures(config: dict[str, Any]) -> None:
         if name in DATASET_FILES:
             raise ConfigError(f"config key 'data.custom.{name}': '{name}' is a built-in data set's name")
     usable = structure_datasets(config)
-    for name, entry in config["models"].items():
+    models = config["models"]
+    active = config["active_models"] or list(models)
+    trained = set(active)  # the models a run trains: the active ones and those whose weights they take
+    for name in active:
+        if name in models:
+            trained |= {ref for ref in (models[name]["weights_from"], models[name]["adapter"]["base"]) if ref}
+    for name in sorted(trained & set(models)):
+        entry = models[name]
         if entry["dataset"] not in usable:
             raise ConfigError(f"config key 'models.{name}.dataset': '{entry['dataset']}' is neither a structure "
                               f"data set in data.datasets nor one under data.custom (have: {', '.join(usable)})")

@@ -367,9 +367,9 @@ def model_targets():
 
 # -- report ---------------------------------------------------------------------------
 TRAINED_MODELS = [m for m in MODELS if not config["models"][m]["weights_from"]]
-STRUCTURE_REFERENCE = (["mp20"] if "mp20" in DATASETS else structure_datasets(config))[
-    0
-]
+# The training set whose densities and element counts the report's figures compare with.
+_STRUCTURE_SETS = structure_datasets(config)
+STRUCTURE_REFERENCE = "mp20" if "mp20" in _STRUCTURE_SETS else _STRUCTURE_SETS[0]
 
 
 def report_inputs(wildcards):

@@ -119,3 +119,13 @@ def test_a_file_that_is_not_a_crystal_table_is_one_line(files, tmp_path, capsys,
     assert main(COMMANDS[command](files / name, tmp_path / "out")) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_split_takes_a_composition_table(tmp_path):
+    """SuperCon's curated table has compositions, not structures: split reads it."""
+    table = pd.DataFrame({"id": [f"sc-{i}" for i in range(20)], "formula": [f"Nb{i + 1}Sn" for i in range(20)],
+                          "tc_K": np.linspace(0, 18, 20), "source": "supercon"})
+    table.to_parquet(tmp_path / "curated.parquet")
+    assert main(["data", "split", "--dataset", "supercon", "--input", str(tmp_path / "curated.parquet"),
+                 "--out-dir", str(tmp_path)]) == 0
+    assert sum(len(pd.read_parquet(tmp_path / f"{part}.parquet")) for part in ("train", "val", "test")) == 20

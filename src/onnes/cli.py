@@ -163,7 +163,7 @@ def _data_split(args: argparse.Namespace) -> None:
 
     config = _load_config(args)
     settings = cfg.dataset_settings(config["data"], args.dataset)
-    table = read_table(args.input)
+    table = read_table(args.input, crystal=False)  # SuperCon's table holds compositions only
     parts = split_table(table, settings["split_by"], config["data"]["split"], config["seed"], args.dataset)
     for name, part in parts.items():
         write_table(part, Path(args.out_dir) / f"{name}.parquet")

@@ -150,13 +150,17 @@ def write_table(table: pd.DataFrame, path: str | Path) -> None:
         table.to_parquet(tmp, index=False)
 
 
-def read_table(path: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
+def read_table(path: str | Path, columns: Iterable[str] | None = None, crystal: bool = True) -> pd.DataFrame:
+    """A Parquet table; with ``crystal`` (and all columns) it must be a crystal table.
+    ``crystal=False`` reads any of the stages' tables (e.g. SuperCon's compositions)."""
     try:
         table = pd.read_parquet(path, columns=list(columns) if columns else None)
     except FileNotFoundError:
         raise TableError(f"{path}: no such file") from None
     except Exception as exc:  # pyarrow's errors for empty, truncated or foreign files
         raise TableError(f"{path}: not a readable Parquet table ({type(exc).__name__}: {exc})") from None
-    if columns is None:
+    if columns is None and crystal:
         check_columns(table, path)
+    elif columns is None and "id" not in table.columns:
+        raise TableError(f"{path}: not a table of this project (not a crystal table, and no 'id' column)")
     return table

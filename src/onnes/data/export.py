@@ -23,7 +23,7 @@ import pandas as pd
 
 from onnes import crystals
 from onnes.config import ConfigError
-from onnes.io import atomic_path, write_json
+from onnes.io import atomic_path, current_umask, write_json
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _export_folder(table: pd.DataFrame, fmt: str, out: Path, result: Exported) -
                 result.skipped.append({"id": str(row["id"]), "reason": "export_error",
                                        "detail": f"{type(exc).__name__}: {exc}"[:300]})
         write_json(staging / REPORT_NAME, result.report(fmt))
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         if out.exists():  # a previous export: swap, then remove the old one
             retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, retired / out.name)
@@ -145,12 +145,6 @@ def _export_folder(table: pd.DataFrame, fmt: str, out: Path, result: Exported) -
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _export_extxyz(table: pd.DataFrame, tmp: Path, result: Exported) -> None:

@@ -17,7 +17,7 @@ from pymatgen.core import Structure
 from pymatgen.core.periodic_table import Element
 from pymatgen.io.cif import CifFile, CifParser
 
-from onnes.crystals import structure_columns
+from onnes.crystals import MAX_VOLUME_PER_ATOM, structure_columns
 
 # Order = order of the checks. "duplicate" is assigned later, by curation.
 DROP_REASONS = (
@@ -54,9 +54,9 @@ class Checks:
     max_atoms: int
     min_distance: float = 0.5
     min_volume: float = 0.1
-    # Solids stay below ~100 A^3/atom (MP-20's largest is about 70); a cell with more than
-    # this per atom is a unit mistake (Bohr, nm) or a scaled-up error, not a crystal.
-    max_volume_per_atom: float = 1000.0
+    # A cell with more than this per atom is a unit mistake (Bohr, nm) or a scaled-up
+    # error, not a crystal (the shared row check's bound; data.max_volume_per_atom).
+    max_volume_per_atom: float = MAX_VOLUME_PER_ATOM
 
 
 class Rejected(Exception):

@@ -69,6 +69,37 @@ def model():
     return relax_module.load_chgnet("cpu")
 
 
+def test_graphs_from_arrays_equal_chgnets_own_graphs(model):
+    """The numpy graph builder gives chgnet's graph converter's arrays exactly, in its
+    order: small cells (an atom bonded to its own images), random cells, a sparse cell
+    with no bond short enough for an angle."""
+    from pymatgen.core import Lattice, Structure
+
+    from onnes.screen.chgnet_batch import crystal_graph
+
+    rng = np.random.default_rng(3)
+    cells = [rocksalt(), silicon(), Structure(Lattice.cubic(2.9), ["Fe"], [[0, 0, 0]]),
+             Structure(Lattice.cubic(4.2), ["Xe"], [[0, 0, 0]])]  # no neighbour within 3 A: no angle
+    for n in (3, 7, 12):
+        lattice = Lattice.from_parameters(*rng.uniform(3.5, 7, 3), *rng.uniform(70, 110, 3))
+        cells.append(Structure(lattice, rng.choice(["Li", "O", "Cu", "La"], n), rng.random((n, 3))))
+    for structure in cells:
+        reference = model.graph_converter(structure)
+        ours = crystal_graph(model, np.array(structure.atomic_numbers), structure.frac_coords,
+                             structure.lattice.matrix)
+        for name in ("atom_graph", "directed2undirected", "undirected2directed", "bond_graph", "neighbor_image"):
+            expected, got = getattr(reference, name), getattr(ours, name)
+            assert got.shape == expected.shape, (structure.formula, name)
+            assert torch_equal(got, expected), (structure.formula, name)
+    assert len(model.graph_converter(cells[3]).bond_graph) == 0
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a.to(b.dtype), b))
+
+
 def test_batched_relaxation_matches_struct_optimizer(model):
     from chgnet.model import StructOptimizer
 

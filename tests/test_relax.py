@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import rocksalt, silicon
+from pymatgen.core import Lattice, Structure
 
 from onnes import crystals
 from onnes.screen import relax as relax_module
@@ -73,8 +74,6 @@ def test_graphs_from_arrays_equal_chgnets_own_graphs(model):
     """The numpy graph builder gives chgnet's graph converter's arrays exactly, in its
     order: small cells (an atom bonded to its own images), random cells, a sparse cell
     with no bond short enough for an angle."""
-    from pymatgen.core import Lattice, Structure
-
     from onnes.screen.chgnet_batch import crystal_graph
 
     rng = np.random.default_rng(3)
@@ -92,6 +91,27 @@ def test_graphs_from_arrays_equal_chgnets_own_graphs(model):
             assert got.shape == expected.shape, (structure.formula, name)
             assert torch_equal(got, expected), (structure.formula, name)
     assert len(model.graph_converter(cells[3]).bond_graph) == 0
+
+
+def test_batched_energies_forces_stresses_match_chgnets_predictions(model):
+    """One backward pass over a batch featurised at once gives what chgnet's own
+    ``predict_graph`` (two second-order backward passes, cell-by-cell features) gives."""
+    from onnes.screen.chgnet_batch import crystal_graph, energies_forces_stresses
+
+    rng = np.random.default_rng(5)
+    structures = [crystals.to_structure(row) for _, row in perturbed_table().iterrows()]
+    for n in (4, 9):
+        lattice = Lattice.from_parameters(*rng.uniform(4, 6, 3), *rng.uniform(80, 100, 3))
+        structures.append(Structure(lattice, rng.choice(["Mg", "B", "O"], n), rng.random((n, 3))))
+    graphs = [crystal_graph(model, np.array(s.atomic_numbers), s.frac_coords, s.lattice.matrix) for s in structures]
+    energy, forces, stresses = energies_forces_stresses(model, graphs)
+    reference = model.predict_graph(graphs, task="efs", batch_size=len(graphs))
+    for k, (structure, expected) in enumerate(zip(structures, reference)):
+        assert energy[k] / len(structure) == pytest.approx(expected["e"], abs=1e-5)
+        scale = max(1.0, np.abs(expected["f"]).max())
+        np.testing.assert_allclose(forces[k], expected["f"], atol=1e-4 * scale)
+        np.testing.assert_allclose(stresses[k] * 160.21766208, expected["s"], atol=1e-3)  # eV/A^3 -> GPa
+    assert np.abs(forces[-1]).max() > 1.0  # the random cells are far from equilibrium
 
 
 def torch_equal(a, b) -> bool:

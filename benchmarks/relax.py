@@ -11,9 +11,10 @@ agreement where all converge, and the stable sets (e_above_hull <= 0.1 eV/atom).
 
 ``--labels`` instead relaxes a labelled set (different rows from the benchmark's: the
 next novel structures of each model) to the end without rejection, records each step's
-energy above the hull, and prints, for each (reject_after, reject_above_hull), the stable
-structures a rejection would have lost and the steps it saves: the data the defaults
-are chosen from.
+energy above the hull, and prints, for single (reject_after, reject_above_hull) rules and
+for margins that tighten later (reject_later), the stable structures a rejection would
+have lost and the steps it saves: the data the defaults are chosen from. ``--trace``
+reads a saved per-step trace instead of relaxing again.
 """
 
 from __future__ import annotations
@@ -111,39 +112,52 @@ def sharded(rows: pd.DataFrame, settings: RelaxSettings, args) -> pd.DataFrame:
 
 
 def labels(args, model, reference, hull) -> None:
-    table = novel_rows(args.demo, args.models, args.novel, skip=args.skip)
     settings = RelaxSettings.defaults(max_steps=args.max_steps, reject_above_hull=None, reject_volume_ratio=np.inf)
-    trace: list = []
-    started = time.perf_counter()
-    result = relax_rows(model, table, settings, reference, trace=trace)
-    seconds = time.perf_counter() - started
-    steps = pd.DataFrame(trace, columns=["id", "step", "e_per_atom", "hull_reference", "fmax", "volume_ratio"])
-    steps["e_above_hull"] = steps.e_per_atom - steps.hull_reference
-    final = e_above_hull(table, result, hull)
-    if args.save:
-        steps.to_parquet(args.save)
+    if args.trace:  # a saved trace: the final step's energy above the hull decides stability
+        steps = pd.read_parquet(args.trace)
+        steps["e_above_hull"] = steps.e_per_atom - steps.hull_reference
+        final = steps.groupby("id").e_above_hull.last()
+        print(f"labelled set: {len(final)} structures of the saved trace {args.trace}")
+    else:
+        table = novel_rows(args.demo, args.models, args.novel, skip=args.skip)
+        trace: list = []
+        started = time.perf_counter()
+        result = relax_rows(model, table, settings, reference, trace=trace)
+        seconds = time.perf_counter() - started
+        steps = pd.DataFrame(trace, columns=["id", "step", "e_per_atom", "hull_reference", "fmax", "volume_ratio"])
+        steps["e_above_hull"] = steps.e_per_atom - steps.hull_reference
+        final = e_above_hull(table, result, hull)
+        if args.save:
+            steps.to_parquet(args.save)
+        print(f"hardware: {hardware()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+        print(f"labelled set: {len(table)} novel structures from {', '.join(args.models)} (rows {args.skip}.. per "
+              f"model), relaxed without rejection to fmax {settings.fmax} or {settings.max_steps} steps in "
+              f"{seconds:.0f} s; status {result.relax_status.value_counts().to_dict()}")
     stable_ids = set(final.index[final <= STABLE])
     total_steps = int(steps.groupby("id").step.max().add(1).sum())
-    print(f"hardware: {hardware()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"labelled set: {len(table)} novel structures from {', '.join(args.models)} (rows {args.skip}.. per "
-          f"model), relaxed without rejection to fmax {settings.fmax} or {settings.max_steps} steps in {seconds:.0f} s; "
-          f"status {result.relax_status.value_counts().to_dict()}; stable (e_above_hull <= {STABLE}): "
-          f"{len(stable_ids)}")
+    print(f"stable (e_above_hull <= {STABLE}): {len(stable_ids)}; {total_steps} steps in all")
     stable_steps = steps[steps.id.isin(stable_ids)]
     print("largest energy above the hull a finally-stable structure still had at or after step k (eV/atom):")
-    for k in (10, 20, 30, 50, 100):
+    for k in (10, 20, 30, 50, 100, 150, 200, 300):
         late = stable_steps[stable_steps.step >= k]
         print(f"  k={k:3d}: {late.e_above_hull.max():.3f}; largest volume ratio {late.volume_ratio.max():.2f}, "
               f"smallest {late.volume_ratio.min():.2f}")
+    n_steps = steps.groupby("id").step.max().add(1)
+
+    def rejected_at(schedule) -> pd.Series:  # first step each structure would be rejected at
+        hits = [steps[(steps.step >= k) & (steps.e_above_hull > m)].groupby("id").step.min() for k, m in schedule]
+        return pd.concat(hits, axis=1).min(axis=1).dropna() if hits else pd.Series(dtype=float)
+
     rows = []
-    for k in (10, 20, 30, 50):
-        for margin in (0.3, 0.5, 0.75, 1.0, 1.5):
-            after = steps[(steps.step >= k) & (steps.e_above_hull > margin)]
-            first = after.groupby("id").step.min()
-            kept_steps = total_steps - int((steps.groupby("id").step.max().add(1) - first.add(1)).dropna().sum())
-            rows.append({"reject_after": k, "margin": margin, "rejected": len(first),
-                         "stable lost": len(set(first.index) & stable_ids),
-                         "steps run": f"{kept_steps / total_steps:.0%}"})
+    schedules = [[(k, m)] for k in (10, 20, 30, 50) for m in (0.3, 0.5, 0.75, 1.0, 1.5)] + [
+        [(50, 3.0)], [(50, 3.0), (100, 1.5)], [(50, 3.0), (100, 1.0)], [(50, 3.0), (100, 1.5), (200, 0.75)],
+        [(50, 3.0), (100, 1.0), (200, 0.5)], [(50, 3.0), (150, 1.0), (300, 0.5)], [(50, 2.0), (100, 1.0), (200, 0.5)]]
+    for schedule in schedules:
+        first = rejected_at(schedule)
+        saved = (n_steps.loc[first.index] - first - 1).clip(lower=0).sum()
+        rows.append({"(from step, margin) ...": ", ".join(f"({k}, {m})" for k, m in schedule),
+                     "rejected": len(first), "stable lost": len(set(first.index) & stable_ids),
+                     "steps run": f"{1 - saved / total_steps:.0%}"})
     print(pd.DataFrame(rows).to_string(index=False))
 
 
@@ -227,6 +241,7 @@ def main() -> None:
     parser.add_argument("--labels", action="store_true", help="tune early rejection instead (see above)")
     parser.add_argument("--skip", type=int, default=200, help="--labels: novel rows per model to skip")
     parser.add_argument("--save", type=Path, help="--labels: write the per-step trace here (parquet)")
+    parser.add_argument("--trace", type=Path, help="--labels: analyse this saved trace instead of relaxing")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

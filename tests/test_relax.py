@@ -174,6 +174,19 @@ def test_exploding_cells_are_rejected_and_nothing_before_reject_after():
     assert "volume x0.20" in reasons[2] and "volume x5.00" in reasons[3]
 
 
+def test_the_energy_margin_tightens_later_in_the_relaxation():
+    settings = RelaxSettings.defaults(reject_after=10, reject_above_hull=3.0,
+                                      reject_later=[{"after": 40, "margin": 0.5}, {"after": 20, "margin": 1.0}])
+    rejection = EarlyRejection(settings, None)
+    assert [rejection.margin(t) for t in (9, 10, 19, 20, 39, 40, 500)] == [None, 3.0, 3.0, 1.0, 1.0, 0.5, 0.5]
+    reasons = rejection.reasons(steps=[19, 20, 39, 40], energy_per_atom=[-3.2] * 4, hull_reference=[-4.0] * 4,
+                                volume_ratio=[1.0] * 4)
+    assert reasons[:3] == [None, None, None]  # 0.8 eV/atom above: inside 3.0 and 1.0
+    assert "0.800 eV/atom above the hull after 40 steps (margin 0.5)" in reasons[3]
+    never = EarlyRejection(RelaxSettings.defaults(reject_above_hull=None), None)
+    assert never.margin(1000) is None  # no energy rule at all: the later margins do not apply either
+
+
 def test_bad_structures_are_rejected_with_reasons(model):
     table = perturbed_table()
     bad = pd.concat([table.iloc[[0]]] * 6, ignore_index=True)

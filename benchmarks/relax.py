@@ -165,7 +165,7 @@ def benchmark(args, model, reference, hull) -> None:
     novel = novel_rows(args.demo, args.models, args.novel, skip=0)
     perturbed = perturbed_rows(args.demo / "data" / "mp20" / "test.parquet", args.perturbed, 0.1, 0.03)
     table = pd.concat([novel, perturbed], ignore_index=True)
-    settings = RelaxSettings.defaults(max_steps=args.max_steps)
+    settings = RelaxSettings.defaults(max_steps=args.max_steps, **({"reject_later": []} if args.no_later_margins else {}))
     subsets = {"novel": novel, "perturbed MP-20": perturbed}
     runs, seconds = {}, {}
     for name in args.runs:  # each subset timed on its own; the mixed set is their sum
@@ -190,7 +190,8 @@ def benchmark(args, model, reference, hull) -> None:
     print(f"{len(novel)} novel structures from {', '.join(args.models)} + {len(perturbed)} MP-20 test structures "
           f"(sites displaced 0.1 A, cells strained <= 3 %); FIRE + FrechetCellFilter, fmax {settings.fmax} eV/A, "
           f"<= {settings.max_steps} steps; (c) rejects after {settings.reject_after} steps at "
-          f"> {settings.reject_above_hull} eV/atom above the hull or a volume change > x{settings.reject_volume_ratio}")
+          f"> {settings.reject_above_hull} eV/atom above the hull (then {settings.reject_later}: (from step, margin)) "
+          f"or a volume change > x{settings.reject_volume_ratio}")
     lines, stable, hulls = [], {}, {}
     for name, result in runs.items():
         hulls[name] = e_hull = e_above_hull(table, result.reset_index(), hull)
@@ -238,6 +239,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=500)
     parser.add_argument("--runs", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c", "c2"],
                         help="c2: the in-flight relaxer as 2 one-thread shards in parallel processes")
+    parser.add_argument("--no-later-margins", action="store_true",
+                        help="(c) without the tighter margins later in a relaxation (reject_later: [])")
     parser.add_argument("--labels", action="store_true", help="tune early rejection instead (see above)")
     parser.add_argument("--skip", type=int, default=200, help="--labels: novel rows per model to skip")
     parser.add_argument("--save", type=Path, help="--labels: write the per-step trace here (parquet)")

@@ -70,3 +70,44 @@ def test_mismatched_row_is_an_error(table):
     row["species"] = [11]
     with pytest.raises(ValueError, match="species"):
         crystals.to_structure(row)
+
+
+THREAD_PROBE = """
+import os, sys
+import pandas as pd
+from onnes import crystals
+
+def threads():  # jemalloc's background thread is a plain pthread, not a pyarrow pool worker
+    names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+    return [name for name in names if name != "jemalloc_bg_thd"]
+
+table = pd.read_parquet(sys.argv[1]) if sys.argv[2] == "pandas" else None
+before = threads()
+if sys.argv[2] == "onnes":
+    table = crystals.read_table(sys.argv[1])
+    crystals.write_table(table, sys.argv[1] + ".copy.parquet")
+    crystals.read_table(sys.argv[1] + ".copy.parquet")
+print(len(before), len(threads()))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through Linux's /proc")
+def test_table_io_starts_no_arrow_thread_pool(table, tmp_path):
+    """Reading and writing tables leaves no pyarrow worker thread alive to race the
+    interpreter's exit (the exit-134 abort: "terminate called without an active
+    exception"). pandas' own read_parquet, the control, does start them."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "t.parquet"
+    crystals.write_table(table, path)
+
+    def thread_counts(mode):
+        done = subprocess.run([sys.executable, "-c", THREAD_PROBE, str(path), mode], capture_output=True, text=True,
+                              check=True)
+        return tuple(int(n) for n in done.stdout.split())
+
+    before, after = thread_counts("onnes")
+    assert after == before  # no new thread
+    control, _ = thread_counts("pandas")
+    assert control > before  # pandas' default read started pyarrow's pool

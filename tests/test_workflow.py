@@ -62,6 +62,7 @@ def test_plain_snakemake_reads_the_default_profile(tmp_path):
     assert "profiles/default" in result.stdout + result.stderr
     profile = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
     assert profile["rerun-incomplete"] is True and profile["latency-wait"] >= 10 and "cores" not in profile
+    assert profile["retries"] >= 1  # transient failures of short jobs are retried, as training is
 
 
 def test_a_config_typo_fails_naming_the_key(tmp_path):

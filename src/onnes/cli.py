@@ -238,13 +238,12 @@ def _sample_csp(args: argparse.Namespace) -> None:
 
 
 def _tc_train(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from onnes.crystals import read_table
+    from onnes.io import read_parquet
     from onnes.tc.predictor import train_and_evaluate, training_table
 
     config = _load_config(args)
-    supercon = pd.read_parquet(args.supercon) if args.supercon else None
+    supercon = read_parquet(args.supercon) if args.supercon else None
     structures = read_table(args.structures) if args.structures else None
     metrics = train_and_evaluate(training_table(supercon, structures), config["tc"]["predictor"], config["seed"],
                                  args.out_dir)
@@ -352,12 +351,12 @@ def _screen_finish(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from onnes.crystals import read_table, write_table
-    from onnes.io import write_json
+    from onnes.io import read_parquet, write_json
     from onnes.screen.funnel import finish
     from onnes.screen.hull import ConvexHull, evaluate_stability
 
     config = _load_config(args)
-    relaxed = pd.concat([pd.read_parquet(p) for p in args.relaxed], ignore_index=True)
+    relaxed = pd.concat([read_parquet(p) for p in args.relaxed], ignore_index=True)
     hull = ConvexHull.from_files(args.references, args.elements)
     stability = evaluate_stability(relaxed, hull)
     settings = {**config["screen"], "select": config["relax"]["select"]}
@@ -378,15 +377,13 @@ def _screen_fingerprints(args: argparse.Namespace) -> None:
 
 
 def _screen_metrics(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from onnes.crystals import read_table
-    from onnes.io import write_json
+    from onnes.io import read_parquet, write_json
     from onnes.screen.metrics import generation_metrics
 
     config = _load_config(args)
     result = generation_metrics(read_table(args.screened), read_table(args.reference),
-                                pd.read_parquet(args.reference_fingerprints), config["screen"]["metrics"],
+                                read_parquet(args.reference_fingerprints), config["screen"]["metrics"],
                                 config["seed"], args.threads, read_table(args.csp) if args.csp else None)
     write_json(args.out, result)
     log.info("metrics: %s", result)

@@ -17,7 +17,7 @@ from ase import Atoms
 from pymatgen.core import DummySpecies, Lattice, Structure
 
 from onnes.config import ConfigError
-from onnes.io import atomic_path
+from onnes.io import read_parquet, write_parquet
 
 REQUIRED_COLUMNS = ("id", "species", "frac_coords", "lattice", "source")
 
@@ -145,16 +145,15 @@ def check_columns(table: pd.DataFrame, path: str | Path = "<table>") -> None:
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> None:
-    """Write a table to Parquet atomically."""
-    with atomic_path(path) as tmp:
-        table.to_parquet(tmp, index=False)
+    """Write a table to Parquet atomically (without pyarrow's thread pools, see onnes.io)."""
+    write_parquet(table, path)
 
 
 def read_table(path: str | Path, columns: Iterable[str] | None = None, crystal: bool = True) -> pd.DataFrame:
     """A Parquet table; with ``crystal`` (and all columns) it must be a crystal table.
     ``crystal=False`` reads any of the stages' tables (e.g. SuperCon's compositions)."""
     try:
-        table = pd.read_parquet(path, columns=list(columns) if columns else None)
+        table = read_parquet(path, columns=list(columns) if columns else None)
     except FileNotFoundError:
         raise TableError(f"{path}: no such file") from None
     except Exception as exc:  # pyarrow's errors for empty, truncated or foreign files

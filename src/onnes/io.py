@@ -2,6 +2,14 @@
 
 Each writer produces a temporary file in the target directory and renames it over the
 target (``os.replace`` is atomic on POSIX within one file system).
+
+Parquet is read and written on the calling thread (:func:`read_parquet`,
+:func:`write_parquet`). pyarrow's default starts its process-wide CPU and I/O thread
+pools, C++ ``std::thread`` workers that live until the process exits; their teardown
+can race interpreter shutdown and abort a job after its work is done with "terminate
+called without an active exception" (exit 134; apache/arrow#34314 and #39862 report it
+after parquet reads). The tables here are small, so nothing is lost by reading them on
+one thread, and no pool is ever started.
 """
 
 from __future__ import annotations
@@ -39,6 +47,27 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None):
+    """A Parquet file as a pandas DataFrame, read without pyarrow's thread pools."""
+    import pyarrow.parquet as pq
+
+    # ParquetFile, not read_table: read_table goes through pyarrow.dataset, whose scan
+    # starts a pool thread even with use_threads=False
+    with pq.ParquetFile(path, pre_buffer=False) as handle:
+        table = handle.read(columns=columns, use_threads=False)
+    return table.to_pandas(use_threads=False)
+
+
+def write_parquet(frame, path: str | Path) -> None:
+    """Write a pandas DataFrame (without its index) to Parquet atomically, on this thread."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False, nthreads=1)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

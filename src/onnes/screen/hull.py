@@ -30,6 +30,8 @@ import pandas as pd
 from pymatgen.core import Composition, Element, Structure
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
+from onnes.io import read_parquet
+
 MAX_Z = 103
 
 
@@ -81,7 +83,7 @@ def build_references(mp20_path: str | Path, curated: dict[str, pd.DataFrame] | N
     ``mp20_path`` is the mirror's MP-20 formation-energy table; ``curated`` maps a data
     set name to its curated crystal table (rows without ``e_form_per_atom`` are skipped).
     """
-    mp20 = pd.read_parquet(mp20_path, columns=["material_id", "species_at_sites", "formation_energy_per_atom"])
+    mp20 = read_parquet(mp20_path, columns=["material_id", "species_at_sites", "formation_energy_per_atom"])
     frames = [pd.DataFrame({
         "id": mp20.material_id,
         "source": "mp20_hull_refs",
@@ -137,7 +139,7 @@ class ConvexHull:
     def from_files(cls, references: str | Path, elements: str | Path) -> "ConvexHull":
         """The hull from the ``hull_references.parquet`` table and the MP elemental
         reference entries (the files the screen and DFT stages are given)."""
-        return cls(pd.read_parquet(references), elemental_potentials(elements))
+        return cls(read_parquet(references), elemental_potentials(elements))
 
     def missing(self, composition: Composition) -> list[str]:
         return sorted(el.symbol for el in composition if el.symbol not in self.potentials)

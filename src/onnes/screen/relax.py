@@ -39,6 +39,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from onnes.crystals import read_table, row_arrays, row_problem, write_table
+from onnes.io import read_parquet
 from onnes.screen.chgnet_batch import crystal_graph, energies_forces_stresses
 from onnes.screen.fire import BatchFire
 
@@ -334,7 +335,7 @@ def relax_table(model, table: pd.DataFrame, out_dir: str | Path, settings: Relax
     parts_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
     paths = sorted(parts_dir.glob("*.parquet"))
-    done = [pd.read_parquet(path) for path in paths]  # finished before a kill
+    done = [read_parquet(path) for path in paths]  # finished before a kill
     done_ids = set().union(*(set(part.id) for part in done)) if done else set()
     todo = table[~table.id.isin(done_ids)]
     if done_ids:

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 
-
 def _pair_codes(first: np.ndarray, second: np.ndarray, image: np.ndarray, n_atoms: int) -> np.ndarray:
     """One integer per (center, neighbour, image) triple (images are small: |n| < 512)."""
     shifted = image.astype(np.int64) + 512
@@ -175,8 +174,7 @@ def batched_graph(model, graphs: list):
     bond_bases_ag = encoder.rbf_expansion_ag(undirected_lengths)
     bond_bases_bg = encoder.rbf_expansion_bg(undirected_lengths)
 
-    with_angles = [graph for graph, count in zip(graphs, n_angles) if count]
-    if with_angles:
+    if any(n_angles):
         angle_owner = torch.repeat_interleave(torch.arange(len(graphs), device=device),
                                               torch.tensor(n_angles, device=device))
         bond_graph = torch.cat([graph.bond_graph.reshape(-1, 5) for graph in graphs]).long()

@@ -140,21 +140,18 @@ def batched_graph(model, graphs: list):
     def cat(name):
         return torch.cat([getattr(graph, name) for graph in graphs])
 
-    def offsets(counts: list[int]) -> torch.Tensor:
-        return torch.tensor(np.concatenate([[0], np.cumsum(counts)[:-1]]), dtype=torch.int64)
-
     device = graphs[0].lattice.device
-    n_atoms = [len(graph.atomic_number) for graph in graphs]
-    n_directed = [len(graph.atom_graph) for graph in graphs]
-    n_undirected = [len(graph.undirected2directed) for graph in graphs]
+
+    def segments(counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cell each item belongs to, and where each cell's items start."""
+        sizes = torch.tensor(counts, device=device)
+        owner = torch.repeat_interleave(torch.arange(len(graphs), device=device), sizes)
+        return owner, torch.cumsum(sizes, 0) - sizes
+
+    atom_owner, atom_shift = segments([len(graph.atomic_number) for graph in graphs])
+    edge_owner, directed_shift = segments([len(graph.atom_graph) for graph in graphs])
+    undirected_owner, undirected_shift = segments([len(graph.undirected2directed) for graph in graphs])
     n_angles = [len(graph.bond_graph) for graph in graphs]
-    counts = torch.tensor(n_atoms, device=device)
-    atom_owner = torch.repeat_interleave(torch.arange(len(graphs), device=device), counts)
-    edge_owner = torch.repeat_interleave(torch.arange(len(graphs), device=device),
-                                         torch.tensor(n_directed, device=device))
-    atom_shift = offsets(n_atoms).to(device)
-    directed_shift = offsets(n_directed).to(device)
-    undirected_shift = offsets(n_undirected).to(device)
 
     strain = torch.zeros(len(graphs), 3, 3, dtype=torch.float32, device=device, requires_grad=True)
     lattice = torch.stack([graph.lattice for graph in graphs]) @ (torch.eye(3, device=device) + strain)
@@ -167,16 +164,13 @@ def batched_graph(model, graphs: list):
     vectors = cart[atom_graph[:, 0]] - (cart[atom_graph[:, 1]] + shift)
     lengths = torch.norm(vectors, dim=1)
     vectors = vectors / lengths[:, None]
-    undirected_owner = torch.repeat_interleave(torch.arange(len(graphs), device=device),
-                                               torch.tensor(n_undirected, device=device))
     undirected_lengths = lengths[cat("undirected2directed").long() + directed_shift[undirected_owner]]
     encoder = model.bond_basis_expansion
     bond_bases_ag = encoder.rbf_expansion_ag(undirected_lengths)
     bond_bases_bg = encoder.rbf_expansion_bg(undirected_lengths)
 
     if any(n_angles):
-        angle_owner = torch.repeat_interleave(torch.arange(len(graphs), device=device),
-                                              torch.tensor(n_angles, device=device))
+        angle_owner, _ = segments(n_angles)
         bond_graph = torch.cat([graph.bond_graph.reshape(-1, 5) for graph in graphs]).long()
         angle_bases = model.angle_basis_expansion(vectors[bond_graph[:, 2] + directed_shift[angle_owner]],
                                                   vectors[bond_graph[:, 4] + directed_shift[angle_owner]])
@@ -205,7 +199,6 @@ def energies_forces_stresses(model, graphs: list) -> tuple[np.ndarray, list[np.n
         energy = energy + model.composition_model(graphs)
     total = energy * atoms_per_graph if model.is_intensive else energy
     position_gradient, strain_gradient = torch.autograd.grad(total.sum(), [*batch.atom_positions, *batch.strains])
-    counts = [len(graph.atomic_number) for graph in graphs]
-    forces = [-part.cpu().numpy().astype(float) for part in torch.split(position_gradient, counts)]
+    forces = [-part.cpu().numpy().astype(float) for part in torch.split(position_gradient, atoms_per_graph.tolist())]
     stresses = strain_gradient / batch.volumes.view(-1, 1, 1)
     return (total.detach().cpu().numpy().astype(float), forces, stresses.cpu().numpy().astype(float))

@@ -74,8 +74,7 @@ class RelaxSettings:
         relaxation settings and are left out), with optional overrides."""
         merged = {**relax, **overrides}
         later = merged["reject_later"]
-        merged["reject_later"] = tuple(sorted((int(r["after"]), float(r["margin"])) if isinstance(r, dict)
-                                              else (int(r[0]), float(r[1])) for r in later))
+        merged["reject_later"] = tuple(sorted((int(r["after"]), float(r["margin"])) for r in later))
         return cls(**{f.name: merged[f.name] for f in fields(cls)})
 
     @classmethod

@@ -247,8 +247,10 @@ def _tc_train(args: argparse.Namespace) -> None:
     structures = read_table(args.structures) if args.structures else None
     metrics = train_and_evaluate(training_table(supercon, structures), config["tc"]["predictor"], config["seed"],
                                  args.out_dir)
-    log.info("Tc predictor (held out, grouped by composition): R2 %.3f, MAE %.2f K on %d rows", metrics["r2"],
-             metrics["mae"], metrics["test_rows"])
+    regression, first = metrics["regression_superconductors"], next(iter(metrics["classification"].values()))
+    log.info("Tc predictor (held out, grouped by composition, %d rows): superconducting accuracy %.3f; "
+             "Tc of superconductors R2 %.3f, MAE %.2f K", metrics["test_rows"], first["accuracy"],
+             regression["r2"], regression["mae"])
 
 
 def _tc_rank(args: argparse.Namespace) -> None:
@@ -264,25 +266,46 @@ def _tc_rank(args: argparse.Namespace) -> None:
     log.info("%d candidates ranked (of %d screened)", len(ranked), len(predicted))
 
 
+def _formula_csv(path: Path):
+    """A CSV of formulas: its ``formula`` column, else its first column."""
+    import pandas as pd
+
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if table.empty or not len(table.columns):
+        raise cfg.ConfigError(f"{path}: no formulas")
+    column = "formula" if "formula" in table else table.columns[0]
+    ids = table["id"] if "id" in table else table[column]
+    return pd.DataFrame({"id": ids.to_numpy(), "formula": table[column].str.strip().to_numpy()})
+
+
 def _tc_predict(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from onnes.crystals import read_table
     from onnes.tc.predictor import TcPredictor
 
+    sources = [bool(args.formulas), args.csv is not None, args.table is not None]
+    if sum(sources) != 1:
+        raise cfg.ConfigError("give exactly one of: formulas on the command line, --csv FILE, --table FILE")
     if args.table:
         table = read_table(args.table)
         if "formula" not in table:
             from onnes.matching import reduced_formulas
 
             table["formula"] = reduced_formulas(table)
-    elif args.formulas:
-        table = pd.DataFrame({"id": args.formulas, "formula": args.formulas})
+    elif args.csv:
+        table = _formula_csv(args.csv)
     else:
-        raise cfg.ConfigError("name formulas, or --table")
+        table = pd.DataFrame({"id": args.formulas, "formula": args.formulas})
     predictions = TcPredictor.load(args.predictor).predict(table)
-    out = pd.concat([table[[c for c in ("id", "formula") if c in table]], predictions], axis=1)
-    text = out.to_csv(index=False, float_format="%.2f")
+    out = pd.concat([table[[c for c in ("id", "formula") if c in table]].reset_index(drop=True),
+                     predictions.reset_index(drop=True)], axis=1)
+    as_json = args.json or (args.out is not None and args.out.suffix == ".json")
+    if as_json:
+        records = json.loads(out.to_json(orient="records", double_precision=4))
+        text = json.dumps(records, indent=1) + "\n"
+    else:
+        text = out.to_csv(index=False, float_format="%.3g")
     if args.out:
         from onnes.io import atomic_path
 
@@ -293,6 +316,22 @@ def _tc_predict(args: argparse.Namespace) -> None:
     unreadable = out.tc_pred_mean.isna().sum()
     if unreadable:
         log.warning("%d rows without a prediction (a formula that names no composition)", unreadable)
+
+
+def _tc_reward_set(args: argparse.Namespace) -> None:
+    from onnes.crystals import read_table, write_table
+    from onnes.io import write_json
+    from onnes.tc.reward import reward_set
+
+    config = _load_config(args)
+    settings = _model_settings(config, args.model)["reward"]
+    train, val, summary = reward_set(read_table(args.predicted), settings, config["seed"])
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    write_table(train, args.out_dir / "train.parquet")
+    write_table(val, args.out_dir / "val.parquet")
+    write_json(args.out_dir / "reward.json", summary)
+    log.info("%s: %d of %d samples earn the reward (%d train, %d val)", args.model, len(train) + len(val),
+             summary["counts_after_gates"]["generated"], len(train), len(val))
 
 
 def _tc_compare(args: argparse.Namespace) -> None:
@@ -508,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val", type=Path, required=True, help="val.parquet")
     train.add_argument("--out-dir", type=Path, required=True)
     train.add_argument("--max-steps", type=int, help="stop early with resumable state (testing)")
-    train.add_argument("--base", type=Path, help="pretrained base checkpoint (adapter fine-tuning)")
+    train.add_argument("--base", type=Path, help="pretrained checkpoint of adapter.base or reward.source")
     _add_config_options(train)
     train.set_defaults(func=_train)
 
@@ -605,14 +644,25 @@ def build_parser() -> argparse.ArgumentParser:
     tc_rank.add_argument("--out", type=Path, required=True, help="ranked.parquet")
     _add_config_options(tc_rank)
     tc_rank.set_defaults(func=_tc_rank)
-    tc_pred = tc_actions.add_parser("predict", help="predicted Tc (K) of formulas or of a crystal table, with "
-                                    "the ensemble's spread and the out-of-domain flag")
+    tc_pred = tc_actions.add_parser("predict", help="predicted Tc (K) of formulas, a CSV of formulas or a crystal "
+                                    "table: P(superconducting), P(Tc > T), expected Tc, conformal intervals, "
+                                    "out-of-domain flag")
     tc_pred.add_argument("formulas", nargs="*", help="e.g. MgB2 YBa2Cu3O7 Nb3Sn")
     tc_pred.add_argument("--predictor", type=Path, required=True, help="directory written by `onnes tc train` "
                          "(results/{campaign}/tc/predictor)")
-    tc_pred.add_argument("--table", type=Path, help="a crystal table with a formula column instead of formulas")
-    tc_pred.add_argument("--out", type=Path, help="CSV file (default: standard output)")
+    tc_pred.add_argument("--csv", type=Path, help="a CSV of formulas (its formula column, else its first column)")
+    tc_pred.add_argument("--table", type=Path, help="a crystal table (Parquet; formula column, or from its species)")
+    tc_pred.add_argument("--json", action="store_true", help="JSON records instead of CSV")
+    tc_pred.add_argument("--out", type=Path, help="output file, CSV or .json (default: standard output)")
     tc_pred.set_defaults(func=_tc_predict)
+
+    tc_reward = tc_actions.add_parser("reward-set", help="the samples of a reward fine-tune's source that earn "
+                                      "the reward (models.NAME.reward), as train/val crystal tables")
+    tc_reward.add_argument("--model", required=True, help="the reward fine-tune's name under models")
+    tc_reward.add_argument("--predicted", type=Path, required=True, help="the source's tc/{source}/predicted.parquet")
+    tc_reward.add_argument("--out-dir", type=Path, required=True, help="train.parquet, val.parquet, reward.json")
+    _add_config_options(tc_reward)
+    tc_reward.set_defaults(func=_tc_reward_set)
 
     tc_cmp = tc_actions.add_parser("compare", help="predicted-Tc distributions per source (steering table)")
     tc_cmp.add_argument("--predicted", nargs="+", required=True, help="NAME=predicted.parquet")

@@ -2,6 +2,13 @@
 
 Conventions (SuperCon, 3DSC): Tc = 0 K is a *measured* non-superconductor; a structure
 whose formula matches no Tc record has an *unknown* Tc (NaN), never 0.
+
+Several records of one composition (``composition_tc``): SuperCon lists some compositions
+both with a Tc and with 0 K (NbN: 0, 13.5 and 0 K), from samples that were off
+stoichiometry, impure or not cooled far enough. A report of superconductivity is positive
+evidence and a 0 K record is not evidence against it, so a composition with any record
+above 0 K is superconducting, with the median of its positive records as its Tc; only a
+composition whose every record is 0 K is a non-superconductor.
 """
 
 from __future__ import annotations
@@ -64,10 +71,19 @@ def read_supercon(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def _aggregate(keys: pd.Series, tc: pd.Series) -> pd.DataFrame:
+def composition_tc(keys: pd.Series, tc: pd.Series) -> pd.DataFrame:
+    """One Tc per key (the module's rule: median of the records above 0 K where there is
+    one, else 0 K), with the record count, the range of all records and the count of 0 K
+    records a positive Tc overrules (``tc_zero_overruled``)."""
     frame = pd.DataFrame({"key": keys, "tc": pd.to_numeric(tc, errors="coerce")})
     frame = frame[frame.key.notna() & np.isfinite(frame.tc) & (frame.tc >= 0)]
-    return frame.groupby("key").tc.agg(tc_K="median", tc_n_records="count", tc_min="min", tc_max="max")
+    grouped = frame.groupby("key").tc
+    out = grouped.agg(tc_n_records="count", tc_min="min", tc_max="max")
+    positive = frame[frame.tc > 0].groupby("key").tc.median()
+    out["tc_K"] = positive.reindex(out.index).fillna(0.0)
+    zeros = frame[frame.tc == 0].groupby("key").tc.size().reindex(out.index).fillna(0).astype(int)
+    out["tc_zero_overruled"] = np.where(out.tc_K > 0, zeros, 0)
+    return out
 
 
 def attach_tc(structures: pd.DataFrame, tc_table: pd.DataFrame, supercon: pd.DataFrame) -> pd.DataFrame:
@@ -77,12 +93,12 @@ def attach_tc(structures: pd.DataFrame, tc_table: pd.DataFrame, supercon: pd.Dat
     2. rows left unmatched are joined by composition (``composition_key``) to SuperCon,
        the table 3DSC itself was built from (3DSC's Tc table lists only formulas it
        also matched to ICSD, so some of its MP structures are absent from it).
-    Several records of one formula are summarised by their median; the spread
-    (max - min) is kept so ambiguous labels can be filtered.
+    Several records of one formula are summarised by ``composition_tc``'s rule; the
+    spread (max - min) is kept so ambiguous labels can be filtered.
     """
     out = structures.copy()
-    primary = _aggregate(tc_table.formula_sc, tc_table.tc)
-    fallback = _aggregate(supercon.name.map(composition_key), supercon.Tc)
+    primary = composition_tc(tc_table.formula_sc, tc_table.tc)
+    fallback = composition_tc(supercon.name.map(composition_key), supercon.Tc)
 
     hit = primary.reindex(out.formula_sc)
     keys = out.formula_sc.map(composition_key)

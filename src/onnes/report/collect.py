@@ -19,7 +19,8 @@ FUNNEL_STEPS = list(CAMPAIGN_STEPS)
 AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
 
 CANDIDATE_COLUMNS = ["rank", "source", "id", "formula", "space_group", "num_sites", "e_above_hull",
-                     "tc_pred_mean", "tc_pred_std", "tc_ood", "tc_acquisition", "dft_status",
+                     "tc_pred_mean", "tc_pred_std", "tc_p_superconducting", "tc_lo_90", "tc_hi_90", "tc_ood",
+                     "tc_acquisition", "dft_status",
                      "dft_note", "dft_energy_per_atom", "dft_volume_change"]
 
 
@@ -109,8 +110,9 @@ def candidate_table(results: Path, sources: list[str], dft: pd.DataFrame | None,
 
 def printable(table: pd.DataFrame, columns: list[str], digits: int = 4) -> pd.DataFrame:
     """Selected columns with floats rounded, so that tables compare byte for byte
-    between runs (no last-bit noise)."""
-    out = table[columns].copy()
+    between runs (no last-bit noise). Optional columns the table lacks (an interval level
+    the predictor was not asked for) are left out."""
+    out = table[[c for c in columns if c in table]].copy()
     for column in out.columns:
         if pd.api.types.is_float_dtype(out[column]):
             out[column] = out[column].round(digits)

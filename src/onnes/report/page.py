@@ -59,13 +59,19 @@ def table_html(frame: pd.DataFrame, table_id: str, text_columns: tuple[str, ...]
 
 
 def candidates_html(frame: pd.DataFrame, assets: dict[str, dict[str, str]]) -> str:
-    """The ranked candidates with picture, CIF link, Tc +- ensemble spread and DFT status."""
+    """The ranked candidates with picture, CIF link, expected Tc with P(superconducting) and
+    the 90 % conformal interval of Tc if superconducting, and DFT status."""
     head = ("<tr><th>rank</th><th>structure</th><th>formula</th><th>space group</th><th>source</th>"
-            "<th>E above hull (eV/atom)</th><th>predicted Tc (K)</th><th>DFT</th><th>CIF</th></tr>")
+            "<th>E above hull (eV/atom)</th><th>expected Tc (K)</th><th>DFT</th><th>CIF</th></tr>")
     rows = []
     for _, row in frame.iterrows():
         files = assets[row.id]
-        tc = f"{row.tc_pred_mean:.1f} ± {row.tc_pred_std:.1f}"
+        tc = f"{row.tc_pred_mean:.1f}"
+        if pd.notna(row.get("tc_p_superconducting")):
+            tc += f'<br><span class="muted">P(SC) {row.tc_p_superconducting:.2f}'
+            if pd.notna(row.get("tc_lo_90")):
+                tc += f"; 90 % if SC: {row.tc_lo_90:.0f}–{row.tc_hi_90:.0f}"
+            tc += "</span>"
         if bool(row.tc_ood):
             tc += ' <span class="muted" title="outside the predictor\'s training domain">(OOD)</span>'
         status = html.escape(str(row.dft_status))

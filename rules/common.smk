@@ -142,8 +142,23 @@ def source_dataset(name):
 
 
 def model_split(split):
+    """A split of the data set a model, baseline or candidate source is judged against
+    (novelty, metrics, structure prediction)."""
+
     def inputs(wildcards):
         return f"{RESULTS}/data/{source_dataset(wildcards.model)}/{split}.parquet"
+
+    return inputs
+
+
+def training_split(split):
+    """What a model trains on: its data set's split, or a reward fine-tune's rewarded
+    samples."""
+
+    def inputs(wildcards):
+        if config["models"][wildcards.model]["reward"]["source"]:
+            return f"{RESULTS}/tc/{wildcards.model}/reward/{split}.parquet"
+        return model_split(split)(wildcards)
 
     return inputs
 
@@ -255,8 +270,9 @@ def model_checkpoint(wildcards):
 
 
 def base_checkpoint(wildcards):
-    """The pretrained base of an adapter fine-tune, as a named input (or nothing)."""
-    base = config["models"][wildcards.model]["adapter"]["base"]
+    """The pretrained base of an adapter or reward fine-tune, as a named input (or nothing)."""
+    entry = config["models"][wildcards.model]
+    base = entry["adapter"]["base"] or entry["reward"]["source"]
     return {"base": f"{RESULTS}/models/{base}/last.ckpt"} if base else {}
 
 
@@ -270,13 +286,30 @@ def tc_predictor_inputs(wildcards):
     return {names[d]: f"{RESULTS}/data/{d}/curated.parquet" for d in TC_DATASETS}
 
 
+def reward_samples(name):
+    """The model whose samples a reward fine-tune weighs (reward.samples, else its source)."""
+    reward = config["models"][name]["reward"]
+    return reward["samples"] or reward["source"]
+
+
+def reward_source_predictions(wildcards):
+    """The screened, Tc-predicted samples a reward fine-tune's rewarded set is drawn from."""
+    return f"{RESULTS}/tc/{reward_samples(wildcards.model)}/predicted.parquet"
+
+
 def steering_pairs():
-    """Each steered model (sample.target set) -> its unconditional counterpart: the same
-    weights sampled without a target if configured, else an adapter's pretrained base.
+    """Each steered model -> its unconditional counterpart: the model whose samples a
+    reward fine-tune weighs;
+    for a guided model (sample.target set) the same weights sampled without a target if
+    configured, else an adapter's pretrained base.
     """
     pairs = {}
     for name in MODELS:
         entry = config["models"][name]
+        if entry["reward"]["source"]:
+            if reward_samples(name) in MODELS:
+                pairs[name] = reward_samples(name)
+            continue
         if entry["sample"]["target"] is None:
             continue
         twins = [

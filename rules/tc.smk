@@ -89,3 +89,23 @@ rule tc_compare:
     shell:
         "onnes tc compare --predicted {params.predicted} --pairs {params.pairs} {params.training}"
         " --out {output.table:q} --settings {params.settings} > {log:q} 2>&1"
+
+
+rule reward_set:
+    input:
+        predicted=reward_source_predictions,
+    output:
+        train=f"{RESULTS}/tc/{{model}}/reward/train.parquet",
+        val=f"{RESULTS}/tc/{{model}}/reward/val.parquet",
+        summary=f"{RESULTS}/tc/{{model}}/reward/reward.json",
+    log:
+        f"{RESULTS}/logs/tc/{{model}}_reward.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.train),
+        settings=settings_of("reward_set"),
+    shell:
+        "onnes tc reward-set --model {wildcards.model} --predicted {input.predicted:q}"
+        " --out-dir {params.out_dir:q} --settings {params.settings} > {log:q} 2>&1"

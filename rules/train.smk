@@ -4,8 +4,8 @@
 rule train_model:
     input:
         unpack(base_checkpoint),
-        train=model_split("train"),
-        val=model_split("val"),
+        train=training_split("train"),
+        val=training_split("val"),
     output:
         checkpoint=f"{RESULTS}/models/{{model}}/last.ckpt",
         metrics=f"{RESULTS}/models/{{model}}/metrics.csv",

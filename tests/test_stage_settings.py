@@ -64,7 +64,8 @@ def test_slices_pass_validation_and_keep_their_values(tmp_path):
     wildcards = {"curate_dataset": {"dataset": "mp20"}, "split_dataset": {"dataset": "mine"},
                  "train_model": {"model": "flow-tc-adapter"}, "sample_shard": {"model": "flow", "shard": "0"},
                  "sample_csp": {"model": "flow"}, "sample_baseline": {"model": "pyxtal"},
-                 "import_dataset": {"dataset": "mine"}, "import_candidates": {"model": "collab"}}
+                 "import_dataset": {"dataset": "mine"}, "import_candidates": {"model": "collab"},
+                 "reward_set": {"model": "flow-tc-reward"}}
 
     def contained(part, whole):
         if isinstance(part, dict):
@@ -76,3 +77,16 @@ def test_slices_pass_validation_and_keep_their_values(tmp_path):
         filled = cfg.parse_settings(json.dumps(subset))
         assert contained(subset, filled), rule
         assert contained(subset, json.loads(json.dumps(config))), rule
+
+
+def test_every_models_slice_passes_its_own_checks(tmp_path):
+    """A model's slice carries the models it refers to, and theirs in turn: an unguided
+    twin of a fine-tune (weights_from -> adapter.base) and a reward fine-tune (source,
+    samples) validate on their own, as the jobs do."""
+    config = cfg.load(user_campaign(REPO / "config/demo.yaml", tmp_path))
+    for model in config["models"]:
+        for rule in ("train_model", "sample_shard", "reward_set"):
+            subset = stage_settings(config, rule, model=model)
+            cfg.parse_settings(json.dumps(subset))  # raises ConfigError on a missing reference
+    twin = stage_settings(config, "sample_shard", model="flow-tc-uncond")
+    assert set(twin["models"]) == {"flow-tc-uncond", "flow-tc-cfg", "flow"}

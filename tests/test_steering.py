@@ -87,6 +87,64 @@ def test_adapter_fine_tune_starts_at_the_base_and_trains_only_adapters(base_run,
     assert all(torch.allclose(x.float(), y.float()) for x, y in zip(a, b))
 
 
+def test_full_fine_tune_trains_the_base_weights_too(base_run, tmp_path):
+    """adapter.freeze_base: false fine-tunes every weight of the pretrained model with the
+    condition (the pretrain-then-fine-tune recipe of guided superconductor diffusion)."""
+    splits, base_path = base_run
+    settings = model_settings(conditioning={"columns": ["tc_K"]}, train={"steps": 6, "lr": 0.01})
+    settings["adapter"] = {"base": "base", "freeze_base": False}
+    train(settings, "full", splits["train"], splits["val"], tmp_path / "full", seed=0, base_checkpoint=base_path)
+    base, tuned = checkpoint.load(base_path), checkpoint.load(tmp_path / "full" / "last.ckpt")
+    floats = [k for k, v in base["state_dict"].items() if v.is_floating_point() and k.startswith("denoiser.")]
+    changed = [k for k in floats if not torch.equal(base["state_dict"][k], tuned["state_dict"][k])]
+    assert len(changed) > len(floats) // 2  # the base's own weights moved
+    assert tuned["vocabulary"] == base["vocabulary"]
+
+
+def test_reward_fine_tune_starts_from_the_source_and_learns_the_rewarded_samples(base_run, tmp_path):
+    """reward.source: every weight starts at the source's and trains on the rewarded set;
+    the architecture is the source's whatever the entry says."""
+    splits, base_path = base_run
+    settings = model_settings(train={"steps": 6, "lr": 0.01})
+    settings["reward"] = {"source": "base"}
+    settings["denoiser"] = {**settings["denoiser"], "hidden": 48}
+    train(settings, "rewarded", splits["train"], splits["val"], tmp_path / "r", seed=0, base_checkpoint=base_path)
+    base, tuned = checkpoint.load(base_path), checkpoint.load(tmp_path / "r" / "last.ckpt")
+    assert set(tuned["state_dict"]) == set(base["state_dict"])  # no adapters, no condition embedding
+    assert tuned["settings"]["denoiser"] == base["settings"]["denoiser"]
+    moved = [k for k, v in base["state_dict"].items() if v.is_floating_point() and k.startswith("denoiser.")
+             and not torch.equal(v, tuned["state_dict"][k])]
+    assert moved
+    with pytest.raises(ValueError, match="checkpoint"):
+        train(settings, "rewarded", splits["train"], splits["val"], tmp_path / "x", seed=0)
+
+
+def test_reward_fine_tune_of_a_conditional_model_trains_its_unconditional_branch(base_run, tmp_path):
+    """A guided model's reward fine-tune keeps its condition statistics and adapters,
+    trains on unlabelled samples with every condition dropped, and samples unguided."""
+    splits, base_path = base_run
+    tuned_settings = model_settings(conditioning={"columns": ["tc_K"]}, train={"steps": 4, "lr": 0.01})
+    tuned_settings["adapter"] = {"base": "base", "freeze_base": False}
+    train(tuned_settings, "cfg", splits["train"], splits["val"], tmp_path / "cfg", seed=0, base_checkpoint=base_path)
+    source_path = tmp_path / "cfg" / "last.ckpt"
+    unlabelled = crystals.read_table(splits["train"]).drop(columns=["tc_K"], errors="ignore")
+    crystals.write_table(unlabelled, tmp_path / "samples.parquet")
+    settings = model_settings(train={"steps": 4, "lr": 0.01})
+    settings["reward"] = {"source": "cfg"}
+    train(settings, "rewarded", tmp_path / "samples.parquet", splits["val"], tmp_path / "r", seed=0,
+          base_checkpoint=source_path)
+    source, tuned = checkpoint.load(source_path), checkpoint.load(tmp_path / "r" / "last.ckpt")
+    assert set(tuned["state_dict"]) == set(source["state_dict"])
+    assert tuned["settings"]["conditioning"]["p_uncond"] == 1.0
+    for key in ("cond_mean", "cond_std"):
+        assert torch.equal(tuned["state_dict"][key], source["state_dict"][key])
+    shard = tmp_path / "s.parquet"
+    sample_shard(tmp_path / "r" / "last.ckpt", 0, shard, seed=0,
+                 settings={**tuned["settings"], "sample": {**tuned["settings"]["sample"], "num_samples": 4, "shards": 1}},
+                 name="rewarded")
+    assert len(crystals.read_table(shard)) == 4
+
+
 def test_adapter_needs_an_unconditional_base_of_the_same_family(base_run, tmp_path):
     splits, base_path = base_run
     settings = model_settings("diffusion", conditioning={"columns": ["tc_K"]})
@@ -129,6 +187,11 @@ def test_masked_types_draw_only_allowed_elements(vocabulary):
     ({"adapter": {"base": "other"}}, "adapters need conditioning"),
     ({"sample": {"target": [10.0, 20.0]}, "conditioning": {"columns": ["tc_K"]}}, "sample.target"),
     ({"sample": {"elements": ["Qq"]}}, "unknown element"),
+    ({"reward": {"source": "nope"}}, "reward.source"),
+    ({"reward": {"source": "other"}, "conditioning": {"columns": ["tc_K"]}}, "architecture and conditioning"),
+    ({"reward": {"source": "other", "threshold": 15.0}}, "no classifier"),
+    ({"family": "diffusion", "reward": {"source": "other"}}, "flow model"),
+    ({"reward": {"source": "other", "samples": "m"}}, "reward.samples"),
 ])
 def test_steering_config_errors_name_the_key(entry, message):
     with pytest.raises(ConfigError, match=message):

@@ -112,15 +112,18 @@ def check_semantics(config: dict[str, Any], whole: bool = True) -> None:
         _check_user_structures(config)
     models = config["models"]
     for name, entry in models.items():
-        for key, other in (("adapter.base", entry["adapter"]["base"]), ("weights_from", entry["weights_from"])):
+        references = (("adapter.base", entry["adapter"]["base"]), ("weights_from", entry["weights_from"]),
+                      ("reward.source", entry["reward"]["source"]), ("reward.samples", entry["reward"]["samples"]))
+        for key, other in references:
             if other is None:
                 continue
             if other not in models or other == name:
                 raise ConfigError(f"config key 'models.{name}.{key}': '{other}' is not another model under 'models'")
-            if models[other]["weights_from"] is not None:
+            if models[other]["weights_from"] is not None and key != "reward.samples":
                 raise ConfigError(f"config key 'models.{name}.{key}': '{other}' has no weights of its own")
         if entry["adapter"]["base"] and not entry["conditioning"]["columns"]:
             raise ConfigError(f"config key 'models.{name}.adapter': adapters need conditioning.columns")
+        _check_reward(config, name, entry, whole)
         target = entry["sample"]["target"]
         if target is not None and len(target) != len(entry["conditioning"]["columns"]):
             raise ConfigError(f"config key 'models.{name}.sample.target': one value per conditioning column "
@@ -137,6 +140,40 @@ def check_semantics(config: dict[str, Any], whole: bool = True) -> None:
     store = config["dft"]["store"]
     if store["type"] == "mongo" and not store["uri"]:
         raise ConfigError("config key 'dft.store.uri': a mongo store needs a mongodb:// URI")
+
+
+def _check_reward(config: dict[str, Any], name: str, entry: dict[str, Any], whole: bool) -> None:
+    source = entry["reward"]["source"]
+    if source is None:
+        return
+    key = f"config key 'models.{name}.reward'"
+    models = config["models"]
+    other = models[source]
+    if entry["adapter"]["base"] or entry["weights_from"] or entry["conditioning"]["columns"]:
+        raise ConfigError(f"{key}: a reward fine-tune takes its architecture and conditioning from its source "
+                          "(no adapter.base, weights_from or conditioning.columns of its own)")
+    if other["reward"]["source"]:
+        raise ConfigError(f"{key}: source '{source}' is itself a reward fine-tune")
+    if other["conditioning"]["columns"] and other["conditioning"]["p_uncond"] <= 0:
+        raise ConfigError(f"{key}: source '{source}' is conditional without condition dropout (p_uncond 0): "
+                          "it has no unconditional branch to fine-tune")
+    if other["family"] != entry["family"]:
+        raise ConfigError(f"{key}: source '{source}' is a {other['family']} model; this one says {entry['family']}")
+    samples = entry["reward"]["samples"] or source
+    if samples not in models or (models[samples]["weights_from"] or samples) != source:
+        raise ConfigError(f"{key}.samples: '{samples}' is neither the source nor a model sampling its weights")
+    if models[samples]["sample"]["target"] is not None:
+        raise ConfigError(f"{key}.samples: '{samples}' samples with a target; the reward weighs unguided samples")
+    if whole:
+        if not config["tc"]["enabled"]:
+            raise ConfigError(f"{key}: the reward is the Tc predictor's; tc.enabled is false")
+        thresholds = config["tc"]["predictor"]["thresholds"]
+        if entry["reward"]["threshold"] not in thresholds:
+            raise ConfigError(f"{key}.threshold: {entry['reward']['threshold']:g} K has no classifier; "
+                              f"tc.predictor.thresholds are {thresholds}")
+        active = config["active_models"] or list(models)
+        if name in active and samples not in active:
+            raise ConfigError(f"{key}.samples: '{samples}' is not among active_models; its samples are needed")
 
 
 def structure_datasets(config: dict[str, Any]) -> list[str]:
@@ -171,7 +208,10 @@ def _check_user_structures(config: dict[str, Any]) -> None:
     trained = set(active)  # the models a run trains: the active ones and those whose weights they take
     for name in active:
         if name in models:
-            trained |= {ref for ref in (models[name]["weights_from"], models[name]["adapter"]["base"]) if ref}
+            trained |= {ref for ref in (models[name]["weights_from"], models[name]["adapter"]["base"],
+                                        models[name]["reward"]["source"]) if ref}
+            trained |= {models[ref]["adapter"]["base"] for ref in list(trained)
+                        if ref in models and models[ref]["adapter"]["base"]}
     for name in sorted(trained & set(models)):
         entry = models[name]
         if entry["dataset"] not in usable:

@@ -21,11 +21,19 @@ _MATCH_KEYS = ("min_distance", "min_volume", "oxidation_states", "matcher")
 
 
 def model_entries(config: Config, name: str) -> dict[str, Any]:
-    """A model's entry plus the entries it refers to (weights_from, adapter.base): the
-    whole architecture a checkpoint was trained with."""
-    entry = config["models"][name]
-    names = [name] + [n for n in (entry["weights_from"], entry["adapter"]["base"]) if n]
-    return {n: config["models"][n] for n in names}
+    """A model's entry plus the entries it refers to (weights_from, adapter.base,
+    reward.source, reward.samples), and theirs in turn: the whole architecture a
+    checkpoint was trained with, and every name the config checks look up."""
+    models, names, queue = config["models"], [], [name]
+    while queue:
+        current = queue.pop(0)
+        if current in names:
+            continue
+        names.append(current)
+        entry = models[current]
+        queue += [n for n in (entry["weights_from"], entry["adapter"]["base"], entry["reward"]["source"],
+                              entry["reward"]["samples"]) if n]
+    return {n: models[n] for n in names}
 
 
 def _curate(config: Config, dataset: str) -> Config:
@@ -102,6 +110,7 @@ SLICES: dict[str, Callable[..., Config]] = {
     "tc_predictor": _block("tc", "predictor", seed=True),
     "tc_rank": _block("tc", "rank"),
     "tc_compare": _block("tc", "steering"),
+    "reward_set": lambda c, model: _model(c, model),
     "dft_select": _block("dft"),
     "dft_run": _block("dft"),
     "campaign_report": lambda c: c,

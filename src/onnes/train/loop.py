@@ -125,6 +125,10 @@ def prepare_data(settings: dict, train_path: str | Path, val_path: str | Path,
     ``vocabulary`` (a pretrained base's) is kept; structures outside it are left out."""
     cond = settings["conditioning"]["columns"]
     train_table, val_table = read_table(train_path), read_table(val_path)
+    if cond and settings.get("reward", {}).get("source"):
+        # Generated samples carry no measured label; a reward fine-tune drops every
+        # condition (p_uncond 1), so a placeholder stands in.
+        train_table, val_table = (t.assign(**{c: 0.0 for c in cond if c not in t}) for t in (train_table, val_table))
     if cond:  # a conditional model trains on labelled structures only
         train_table, val_table = train_table.dropna(subset=cond), val_table.dropna(subset=cond)
     train = CrystalDataset.from_table(train_table, settings["max_atoms"], cond)
@@ -189,18 +193,33 @@ def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
     return table.to_dict("records")
 
 
-# Keys that define a network's architecture: an adapter fine-tune inherits them from its base.
+# Keys that define a network's architecture: a fine-tune inherits them from its base.
 ARCHITECTURE_KEYS = ("family", "types", "processes", "interpolant", "denoiser")
 
 
 def adapter_settings(settings: dict, base_settings: dict) -> dict:
-    """The fine-tune's settings with the base model's architecture."""
+    """The fine-tune's settings with the base model's architecture (adapter.base or
+    reward.source)."""
     if settings["family"] != base_settings["family"]:
-        raise ValueError(f"adapter.base is a {base_settings['family']} model; this model says family "
+        raise ValueError(f"the base model is a {base_settings['family']} model; this model says family "
                          f"{settings['family']}: they must agree")
     if base_settings["conditioning"]["columns"]:
-        raise ValueError("adapter.base must be an unconditional model")
+        raise ValueError("the base model (adapter.base, reward.source) must be an unconditional model")
     return {**settings, **{k: base_settings[k] for k in ARCHITECTURE_KEYS if k in base_settings}}
+
+
+def reward_settings(settings: dict, source_settings: dict) -> dict:
+    """A reward fine-tune's settings: the source's architecture, conditioning and
+    adapters. A conditional source trains through its unconditional branch only
+    (p_uncond 1), which is the branch the fine-tune is sampled with."""
+    if settings["family"] != source_settings["family"]:
+        raise ValueError(f"reward.source is a {source_settings['family']} model; this model says family "
+                         f"{settings['family']}: they must agree")
+    inherited = {k: source_settings[k] for k in (*ARCHITECTURE_KEYS, "adapter") if k in source_settings}
+    conditioning = {**source_settings["conditioning"]}
+    if conditioning["columns"]:
+        conditioning["p_uncond"] = 1.0
+    return {**settings, **inherited, "conditioning": conditioning, "reward": settings["reward"]}
 
 
 def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, max_steps: int | None = None,
@@ -209,8 +228,9 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
 
     ``max_steps`` stops early (after saving resumable state) without writing last.ckpt:
     used by tests to interrupt a run deterministically. With ``adapter.base`` set,
-    ``base_checkpoint`` is that pretrained model: its weights are loaded and frozen and
-    only the adapters and the condition embedding train.
+    ``base_checkpoint`` is that pretrained model: its weights are loaded and, unless
+    ``adapter.freeze_base`` is false, frozen so that only the adapters and the condition
+    embedding train.
     """
     tcfg = settings["train"]
     out = Path(out_dir)
@@ -220,26 +240,36 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
     torch.manual_seed(model_seed)
 
     base = None
-    if settings.get("adapter", {}).get("base"):
+    adapted, rewarded = settings.get("adapter", {}).get("base"), settings.get("reward", {}).get("source")
+    if adapted or rewarded:
         if base_checkpoint is None:
-            raise ValueError(f"{name}: adapter.base is set; pass the base model's checkpoint")
+            raise ValueError(f"{name}: {'adapter.base' if adapted else 'reward.source'} is set; "
+                             "pass that model's checkpoint")
         base = checkpoint.load(base_checkpoint)
-        settings = adapter_settings(settings, base["settings"])
+        settings = (reward_settings if rewarded else adapter_settings)(settings, base["settings"])
     base_vocabulary = Vocabulary(base["vocabulary"]) if base else None
     train_set, val_set, vocabulary, normalizer, histogram = prepare_data(settings, train_path, val_path,
                                                                          base_vocabulary)
     model = GenerativeModel(settings, len(vocabulary), normalizer)
     model.set_vocabulary(vocabulary.atomic_numbers)
-    if base is not None:
+    if base is not None and rewarded:
+        model.load_state_dict(base["state_dict"])  # same architecture: every weight, then all train
+        log.info("%s: reward fine-tune of %s; all %d parameters trainable", name, base["model_name"],
+                 count_parameters(model))
+    elif base is not None:
         missing, unexpected = model.load_state_dict(base["state_dict"], strict=False)
         if unexpected or any(not k.startswith(("denoiser.adapters", "denoiser.cond_in", "denoiser.null_cond",
                                                "cond_")) for k in missing):
             raise ValueError(f"{base_checkpoint}: does not fit {name}'s architecture "
                              f"(missing {missing}, unexpected {unexpected})")
-        trainable = model.freeze_base()
-        log.info("%s: adapter fine-tune of %s; %d of %d parameters trainable", name, base["model_name"],
-                 trainable, count_parameters(model))
-    if settings["conditioning"]["columns"]:
+        if settings["adapter"].get("freeze_base", True):
+            trainable = model.freeze_base()
+            log.info("%s: adapter fine-tune of %s; %d of %d parameters trainable", name, base["model_name"],
+                     trainable, count_parameters(model))
+        else:
+            log.info("%s: full fine-tune of %s with adapters; all %d parameters trainable", name,
+                     base["model_name"], count_parameters(model))
+    if settings["conditioning"]["columns"] and not rewarded:  # a reward fine-tune keeps its source's statistics
         model.set_condition_stats(torch.from_numpy(train_set.cond))
     model = model.to(runtime.device)
     ema = EMA(model, tcfg["ema_decay"])

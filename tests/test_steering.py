@@ -196,3 +196,13 @@ def test_masked_types_draw_only_allowed_elements(vocabulary):
 def test_steering_config_errors_name_the_key(entry, message):
     with pytest.raises(ConfigError, match=message):
         validate({"models": {"m": {"family": "flow", **entry}, "other": {"family": "flow"}}})
+
+
+def test_a_reward_fine_tune_needs_the_tc_stage_only_when_it_runs():
+    models = {"m": {"family": "flow", "reward": {"source": "other"}}, "other": {"family": "flow"}}
+    validate({"models": models, "tc": {"enabled": False}, "active_models": ["other"]})  # defined, not run
+    with pytest.raises(ConfigError, match="tc.enabled is false"):
+        validate({"models": models, "tc": {"enabled": False}})
+    with pytest.raises(ConfigError, match="not among active_models"):
+        validate({"models": {**models, "m": {"family": "flow", "reward": {"source": "other"}}},
+                  "active_models": ["m"]})

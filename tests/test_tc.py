@@ -242,7 +242,7 @@ def test_predict_command_answers_for_formulas(tmp_path, capsys):
     assert main(["tc", "predict", "--predictor", str(tmp_path), "--csv", str(formulas), "MgB2"]) == 2
 
 
-def _source_samples(count: int = 200) -> pd.DataFrame:
+def _source_samples(count: int = 120) -> pd.DataFrame:
     table = crystals.from_structures(toy_structures(count), [f"s{i}" for i in range(count)], "flow")
     rng = np.random.default_rng(0)
     table["valid"] = rng.random(count) > 0.1
@@ -250,7 +250,7 @@ def _source_samples(count: int = 200) -> pd.DataFrame:
     table["tc_ood"] = rng.random(count) > 0.9
     table["tc_p_above_10K"] = rng.random(count) ** 3  # most samples unlikely above 10 K
     table["tc_pred_mean"] = 30 * table.tc_p_above_10K
-    table["relaxed"] = np.arange(count) < 40
+    table["relaxed"] = np.arange(count) < 30
     table["e_above_hull"] = np.where(table.relaxed, np.linspace(0, 0.4, count), np.nan)
     table["relax_status"] = np.where(np.arange(count) == 0, "rejected_early", np.where(table.relaxed, "converged", None))
     return table
@@ -262,7 +262,7 @@ def test_reward_set_gates_and_draws_in_proportion_to_the_reward():
                 "min_effective_samples": 5}
     train, val, summary = reward_set(samples, settings, seed=0)
     counts = summary["counts_after_gates"]
-    assert counts["generated"] == 200 >= counts["valid"] >= counts["in_domain"] >= counts["hull"]
+    assert counts["generated"] == 120 >= counts["valid"] >= counts["in_domain"] >= counts["hull"]
     source = samples.set_index("id")
     originals = train.id.str.split("~").str[0]
     chosen = source.loc[originals]

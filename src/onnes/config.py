@@ -164,15 +164,14 @@ def _check_reward(config: dict[str, Any], name: str, entry: dict[str, Any], whol
         raise ConfigError(f"{key}.samples: '{samples}' is neither the source nor a model sampling its weights")
     if models[samples]["sample"]["target"] is not None:
         raise ConfigError(f"{key}.samples: '{samples}' samples with a target; the reward weighs unguided samples")
-    if whole:
+    if whole and name in (config["active_models"] or list(models)):  # what a run of this model needs
         if not config["tc"]["enabled"]:
             raise ConfigError(f"{key}: the reward is the Tc predictor's; tc.enabled is false")
         thresholds = config["tc"]["predictor"]["thresholds"]
         if entry["reward"]["threshold"] not in thresholds:
             raise ConfigError(f"{key}.threshold: {entry['reward']['threshold']:g} K has no classifier; "
                               f"tc.predictor.thresholds are {thresholds}")
-        active = config["active_models"] or list(models)
-        if name in active and samples not in active:
+        if samples not in (config["active_models"] or list(models)):
             raise ConfigError(f"{key}.samples: '{samples}' is not among active_models; its samples are needed")
 
 

@@ -198,13 +198,12 @@ ARCHITECTURE_KEYS = ("family", "types", "processes", "interpolant", "denoiser")
 
 
 def adapter_settings(settings: dict, base_settings: dict) -> dict:
-    """The fine-tune's settings with the base model's architecture (adapter.base or
-    reward.source)."""
+    """An adapter fine-tune's settings with its base model's architecture."""
     if settings["family"] != base_settings["family"]:
-        raise ValueError(f"the base model is a {base_settings['family']} model; this model says family "
+        raise ValueError(f"adapter.base is a {base_settings['family']} model; this model says family "
                          f"{settings['family']}: they must agree")
     if base_settings["conditioning"]["columns"]:
-        raise ValueError("the base model (adapter.base, reward.source) must be an unconditional model")
+        raise ValueError("adapter.base must be an unconditional model")
     return {**settings, **{k: base_settings[k] for k in ARCHITECTURE_KEYS if k in base_settings}}
 
 

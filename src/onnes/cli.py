@@ -330,8 +330,10 @@ def _tc_reward_set(args: argparse.Namespace) -> None:
     write_table(train, args.out_dir / "train.parquet")
     write_table(val, args.out_dir / "val.parquet")
     write_json(args.out_dir / "reward.json", summary)
-    log.info("%s: %d of %d samples earn the reward (%d train, %d val)", args.model, len(train) + len(val),
-             summary["counts_after_gates"]["generated"], len(train), len(val))
+    log.info("%s: %d of %d samples pass the gates; %d training draws of %d distinct ones, %d validation rows "
+             "(temperature %.2f, effective sample size %.1f)", args.model, summary["counts_after_gates"]["hull"],
+             summary["counts_after_gates"]["generated"], len(train), summary["distinct_in_train"], len(val),
+             summary["temperature_used"], summary["effective_sample_size"])
 
 
 def _tc_compare(args: argparse.Namespace) -> None:

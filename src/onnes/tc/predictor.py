@@ -50,6 +50,18 @@ def above_column(threshold: float) -> str:
     return f"tc_p_above_{threshold:g}K"
 
 
+def flag(table: pd.DataFrame, column: str) -> pd.Series:
+    """A boolean funnel column with missing values (and a missing column) as False."""
+    if column not in table:
+        return pd.Series(False, index=table.index)
+    return table[column].astype("boolean").fillna(False).astype(bool)
+
+
+def in_domain(table: pd.DataFrame) -> pd.Series:
+    """Rows the predictor calls in-domain; a row without a prediction is not."""
+    return ~table["tc_ood"].astype("boolean").fillna(True).astype(bool)
+
+
 def training_table(supercon: pd.DataFrame | None, structures: pd.DataFrame | None) -> pd.DataFrame:
     """SuperCon (composition only, one row per reduced composition) and 3DSC (one row per
     structure) rows with a known Tc, one table; ``group`` is the reduced-composition key

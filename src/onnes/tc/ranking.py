@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from onnes.crystals import row_problems
-from onnes.tc.predictor import TcPredictor
+from onnes.tc.predictor import TcPredictor, in_domain
 
 
 def predict_candidates(screened: pd.DataFrame, predictor: TcPredictor) -> pd.DataFrame:
@@ -34,7 +34,7 @@ def eligible(table: pd.DataFrame, settings: dict) -> np.ndarray:
     if settings["max_e_above_hull"] is not None:
         mask &= (table["e_above_hull"] <= settings["max_e_above_hull"]).fillna(False).to_numpy()
     if settings["exclude_ood"]:
-        mask &= ~table["tc_ood"].astype("boolean").fillna(True).to_numpy(dtype=bool)
+        mask &= in_domain(table).to_numpy()
     return mask & table["tc_pred_mean"].notna().to_numpy()
 
 

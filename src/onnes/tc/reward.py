@@ -18,11 +18,7 @@ import numpy as np
 import pandas as pd
 
 from onnes.crystals import REQUIRED_COLUMNS
-from onnes.tc.predictor import above_column
-
-
-def _flag(table: pd.DataFrame, column: str) -> pd.Series:
-    return table[column].astype("boolean").fillna(False).astype(bool)
+from onnes.tc.predictor import above_column, flag, in_domain
 
 
 def rewarded(predicted: pd.DataFrame, settings: dict) -> tuple[pd.Series, dict]:
@@ -33,11 +29,11 @@ def rewarded(predicted: pd.DataFrame, settings: dict) -> tuple[pd.Series, dict]:
         raise ValueError(f"the predictions have no {column}: the Tc predictor has no classifier at "
                          f"{settings['threshold']:g} K (tc.predictor.thresholds)")
     gates = {
-        "valid": _flag(predicted, "valid"),
-        "unique": _flag(predicted, "unique"),
-        "in_domain": ~predicted["tc_ood"].astype("boolean").fillna(True).astype(bool),
+        "valid": flag(predicted, "valid"),
+        "unique": flag(predicted, "unique"),
+        "in_domain": in_domain(predicted),
     }
-    relaxed = _flag(predicted, "relaxed")
+    relaxed = flag(predicted, "relaxed")
     above_hull = pd.to_numeric(predicted["e_above_hull"], errors="coerce") > settings["max_e_above_hull"]
     rejected = predicted["relax_status"].eq("rejected_early") if "relax_status" in predicted else False
     gates["hull"] = ~(relaxed & (above_hull.fillna(False) | rejected))

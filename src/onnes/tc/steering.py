@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from onnes.screen.funnel import wilson_interval
-from onnes.tc.predictor import above_column
+from onnes.tc.predictor import above_column, flag, in_domain
 
 
 def predicted_above(table: pd.DataFrame, threshold: float) -> pd.Series:
@@ -24,11 +24,6 @@ def predicted_above(table: pd.DataFrame, threshold: float) -> pd.Series:
     if column in table:
         return (pd.to_numeric(table[column], errors="coerce") > 0.5).fillna(False)
     return (pd.to_numeric(table["tc_pred_mean"], errors="coerce") > threshold).fillna(False)
-
-
-def _flag(table: pd.DataFrame, column: str) -> pd.Series:
-    return table[column].astype("boolean").fillna(False).astype(bool) if column in table else \
-        pd.Series(False, index=table.index)
 
 
 def _share(row: dict, name: str, hits: pd.Series, within: pd.Series) -> None:
@@ -40,13 +35,12 @@ def _share(row: dict, name: str, hits: pd.Series, within: pd.Series) -> None:
 
 def source_row(name: str, predicted: pd.DataFrame, thresholds: list[float]) -> dict:
     everything = pd.Series(True, index=predicted.index)
-    valid, novel, sun = _flag(predicted, "valid"), _flag(predicted, "novel"), _flag(predicted, "sun")
-    in_domain = ~predicted["tc_ood"].astype("boolean").fillna(True).astype(bool)
-    relaxed_novel = _flag(predicted, "relaxed") & novel
+    valid, novel, sun = flag(predicted, "valid"), flag(predicted, "novel"), flag(predicted, "sun")
+    relaxed_novel = flag(predicted, "relaxed") & novel
     row = {"source": name, "generated": int(len(predicted))}
     _share(row, "validity", valid, everything)
     _share(row, "novelty", novel, everything)
-    vni = valid & novel & in_domain
+    vni = valid & novel & in_domain(predicted)
     row["valid_novel_in_domain"] = int(vni.sum())
     for threshold in thresholds:
         _share(row, f"vni_frac_above_{threshold:g}K", predicted_above(predicted, threshold), vni)

@@ -38,17 +38,30 @@ def make_model(family="flow", vocabulary=None, **overrides):
     return GenerativeModel(model_settings(family, **overrides), len(vocabulary)).eval()
 
 
-def net_outputs(model, batch, frac=None, lattice=None, t=0.4):
-    """Denoiser outputs on a batch (types as clean one-hot, given coordinates/lattice)."""
+def velocities(model, batch):
+    """Auxiliary per-atom state (kldm's velocities) for a batch; None for other families."""
+    aux_dim = model.processes["frac"].aux_dim
+    if not aux_dim:
+        return None
+    return torch.randn(len(batch.frac), aux_dim, generator=torch.Generator().manual_seed(7))
+
+
+def net_outputs(model, batch, frac=None, lattice=None, t=0.4, aux=None):
+    """Denoiser outputs on a batch (types as clean one-hot, given coordinates/lattice,
+    the frac process's auxiliary state ``aux`` after the coordinates)."""
     lattice = batch.lattice if lattice is None else lattice
     params = model.normalizer.encode(params_from_matrix(lattice, batch.num_atoms))
     types = model._clean_types(batch.types)
     t_vec = torch.full((batch.num_crystals,), t)
+    frac = batch.frac if frac is None else frac
+    aux = velocities(model, batch) if aux is None else aux
+    if aux is not None:
+        frac = torch.cat([frac, aux], -1)
     with torch.no_grad():
-        return model._net(params, batch.frac if frac is None else frac, types, t_vec, batch.num_atoms, batch.crystal)
+        return model._net(params, frac, types, t_vec, batch.num_atoms, batch.crystal)
 
 
-FAMILIES = ["flow", "diffusion", "interpolant"]
+FAMILIES = ["flow", "diffusion", "interpolant", "kldm"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -63,7 +76,8 @@ def test_permutation_equivariance(family, dataset, vocabulary):
     perm = torch.tensor(perm)
     permuted = type(batch)(batch.types[perm], batch.frac[perm], batch.lattice, batch.num_atoms, batch.crystal)
     lat, frac, types = net_outputs(model, batch)
-    lat_p, frac_p, types_p = net_outputs(model, permuted)
+    aux = velocities(model, batch)
+    lat_p, frac_p, types_p = net_outputs(model, permuted, aux=None if aux is None else aux[perm])
     assert torch.allclose(lat, lat_p, atol=1e-5)
     assert torch.allclose(frac[perm], frac_p, atol=1e-5)
     assert torch.allclose(types[perm], types_p, atol=1e-5)
@@ -198,7 +212,8 @@ def test_composition_pooling_and_element_features_keep_the_symmetries(family, da
                       for n, o in zip(batch.num_atoms, torch.cumsum(batch.num_atoms, 0) - batch.num_atoms)])
     permuted = type(batch)(batch.types[perm], batch.frac[perm], batch.lattice, batch.num_atoms, batch.crystal)
     lat, frac, types = net_outputs(model, batch)
-    lat_p, frac_p, types_p = net_outputs(model, permuted)
+    aux = velocities(model, batch)
+    lat_p, frac_p, types_p = net_outputs(model, permuted, aux=None if aux is None else aux[perm])
     assert torch.allclose(lat, lat_p, atol=1e-5) and torch.allclose(types[perm], types_p, atol=1e-5)
     shifted = net_outputs(model, batch, frac=wrap(batch.frac + torch.tensor([0.2, 0.4, -0.1])))
     assert torch.allclose(types, shifted[2], atol=1e-4)
@@ -225,6 +240,11 @@ CASES = [
     ("interpolant", {"interpolant": {"kind": "trig", "gamma": "bridge"}, "sample": {"sampler": "sde", "noise": 0.1}}),
     ("interpolant", {"interpolant": {"kind": "encoder_decoder", "gamma": "sin2", "gamma_scale": 0.5}}),
     ("interpolant", {"interpolant": {"kind": "vp"}, "types": "masked"}),
+    ("kldm", {}),
+    ("kldm", {"types": "continuous", "sample": {"corrector_steps": 0}}),
+    ("kldm", {"sample": {"sampler": "ode", "heun": True, "corrector_steps": 0}}),
+    ("kldm", {"processes": {"frac": {"simplified": False, "initial_velocity_scale": 0.5,
+                                     "zero_net_velocity": False}}}),
 ]
 
 
@@ -236,24 +256,25 @@ def test_every_family_trains_a_step_and_samples(family, overrides, dataset, voca
     assert math.isfinite(loss.item()) and set(parts) == {"loss_lattice", "loss_frac", "loss_types"}
     assert all(p.grad is not None for p in model.denoiser.parameters() if p.requires_grad)
     num_atoms = torch.tensor([3, 5, 8])
-    types, frac, lattice = model.eval().sample(num_atoms, steps=5, gen=torch.Generator().manual_seed(1),
-                                               heun=model.settings["sample"]["heun"])
+    types, frac, lattice = model.eval().sample(num_atoms, steps=5, gen=torch.Generator().manual_seed(1))
     assert types.shape == (16,) and frac.shape == (16, 3) and lattice.shape == (3, 3, 3)
     assert ((types >= 0) & (types < len(vocabulary))).all()
     assert ((frac >= 0) & (frac < 1)).all()
     assert torch.isfinite(lattice).all()
 
 
-def test_structure_prediction_keeps_the_composition(dataset, vocabulary):
-    model = make_model("flow", vocabulary)
+@pytest.mark.parametrize("family", ["flow", "kldm"])
+def test_structure_prediction_keeps_the_composition(family, dataset, vocabulary):
+    model = make_model(family, vocabulary)
     batch = dataset.batch([0, 1], vocabulary)
     types, _, _ = model.sample(batch.num_atoms, steps=4, gen=torch.Generator().manual_seed(0),
                                fixed_types=batch.types)
     assert torch.equal(types, batch.types)
 
 
-def test_classifier_free_guidance_changes_samples(dataset, vocabulary):
-    model = make_model("flow", vocabulary, conditioning={"columns": ["tc_K"]})
+@pytest.mark.parametrize("family", ["flow", "kldm"])
+def test_classifier_free_guidance_changes_samples(family, dataset, vocabulary):
+    model = make_model(family, vocabulary, conditioning={"columns": ["tc_K"]})
     num_atoms = torch.tensor([4, 4])
     cond = torch.tensor([[30.0], [30.0]])
     plain = model.sample(num_atoms, 4, torch.Generator().manual_seed(0), cond=cond, guidance=1.0)

@@ -131,6 +131,8 @@ def check_semantics(config: dict[str, Any], whole: bool = True) -> None:
         for symbol in entry["sample"]["elements"] or []:
             if not Element.is_valid_symbol(symbol):
                 raise ConfigError(f"config key 'models.{name}.sample.elements': unknown element symbol '{symbol}'")
+        if not any(other for _, other in references):  # an entry with an architecture of its own
+            _check_sampler(name, entry)
     for dataset in config["screen"]["hull_datasets"] or []:
         if dataset not in data["datasets"]:
             raise ConfigError(f"config key 'screen.hull_datasets': '{dataset}' is not in data.datasets")
@@ -140,6 +142,18 @@ def check_semantics(config: dict[str, Any], whole: bool = True) -> None:
     store = config["dft"]["store"]
     if store["type"] == "mongo" and not store["uri"]:
         raise ConfigError("config key 'dft.store.uri': a mongo store needs a mongodb:// URI")
+
+
+def _check_sampler(name: str, entry: dict[str, Any]) -> None:
+    """The sampling settings name a sampler the model's processes support: caught
+    before a campaign trains, not when it samples."""
+    from onnes.models.model import build_processes
+    from onnes.models.samplers import build_sampler
+
+    try:
+        build_sampler(entry["sample"], build_processes(entry, num_types=2), entry["family"])
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"config key 'models.{name}': {error}") from None
 
 
 def _check_reward(config: dict[str, Any], name: str, entry: dict[str, Any], whole: bool) -> None:

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 def load_model(path: str | Path, device: str | torch.device = "cpu",
                sample_settings: dict | None = None) -> tuple[GenerativeModel, dict]:
     """The EMA model of a checkpoint; ``sample_settings`` replaces the stored sampling
-    settings (sampler, noise, corrector), which shape the processes but not the weights."""
+    settings (sampler, noise, corrector, counts), which choose the sampler and never
+    the weights or the processes."""
     state = checkpoint.load(path, map_location=device)
     vocabulary = state["vocabulary"]
     settings = state["settings"] if sample_settings is None else {**state["settings"], "sample": sample_settings}
@@ -143,6 +144,7 @@ def _generate(model, num_atoms: np.ndarray, cells: list[np.ndarray] | None, step
               cond_value: list[float] | None, label: str, allowed: torch.Tensor | None = None):
     """Yield (start, (types, frac, lattice, sizes) as arrays) batch by batch."""
     sample_cfg = model.settings["sample"]
+    sampler = model.sampler()
     for start in tqdm(range(0, len(num_atoms), sample_cfg["batch_size"]), desc=label, mininterval=5):
         stop = start + sample_cfg["batch_size"]
         sizes = torch.as_tensor(num_atoms[start:stop], device=device)
@@ -150,7 +152,7 @@ def _generate(model, num_atoms: np.ndarray, cells: list[np.ndarray] | None, step
         if cond_value is not None:
             cond = torch.tensor(cond_value, dtype=torch.float32, device=device).expand(len(sizes), -1)
         fixed = None if cells is None else torch.as_tensor(np.concatenate(cells[start:stop]), device=device)
-        types, frac, lattice = model.sample(sizes, steps, gen, heun=sample_cfg["heun"], cond=cond,
+        types, frac, lattice = model.sample(sizes, steps, gen, sampler=sampler, cond=cond,
                                             guidance=sample_cfg["guidance"], fixed_types=fixed,
                                             allowed_types=allowed)
         yield start, (types.cpu().numpy(), frac.cpu().numpy(), lattice.cpu().numpy(), sizes.cpu().numpy())

@@ -52,6 +52,10 @@ class DenoiserSpec:
     # the vocabulary) enter each atom's state and give the type outputs a readout
     # h W d_k shared by chemically similar elements k.
     element_features: bool = False
+    # Auxiliary per-atom state of the coordinate process (kinetic Langevin: velocities),
+    # embedded into each atom's initial state. Velocities are invariant to translations
+    # and integer shifts and permute with their atoms, so the symmetries still hold.
+    aux_dim: int = 0
 
 
 def sinusoidal(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -115,6 +119,8 @@ class Denoiser(nn.Module):
             self.register_buffer("elements", torch.zeros(spec.num_types, NUM_FEATURES))
             self.elements_in = nn.Linear(NUM_FEATURES, h)
             self.elements_out = nn.Linear(h, NUM_FEATURES * n_types, bias=False)
+        if spec.aux_dim:
+            self.aux_in = nn.Sequential(nn.Linear(spec.aux_dim, h), nn.SiLU(), nn.Linear(h, h))
         if spec.composition:
             self.composition_in = nn.Linear(spec.num_types + 1, h)
             self.composition_gate = nn.Linear(h, n_types)
@@ -150,6 +156,7 @@ class Denoiser(nn.Module):
         crystal: torch.Tensor,  # (N,)
         cond: torch.Tensor | None = None,  # (B, P)
         drop_cond: torch.Tensor | None = None,  # (B,) bool: use the null condition
+        aux: torch.Tensor | None = None,  # (N, aux_dim) auxiliary per-atom state
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         src, dst = edges(num_atoms)
         lattice_feats = gram_features(lattice_params)
@@ -168,6 +175,8 @@ class Denoiser(nn.Module):
         h = self.type_in(types_in) + context[crystal]
         if self.spec.element_features:  # a masked atom has no element yet: zero descriptors
             h = h + self.elements_in(types_in[:, : self.spec.num_types] @ self.elements)
+        if self.spec.aux_dim:
+            h = h + self.aux_in(aux)
         if self.spec.composition:
             composition = torch.zeros(len(num_atoms), types_in.shape[-1], device=h.device, dtype=types_in.dtype)
             composition = composition.index_add_(0, crystal, types_in) / num_atoms.unsqueeze(-1).to(types_in.dtype)

@@ -1,8 +1,10 @@
 """A generative model of crystals: one denoiser + one process per modality.
 
 ``GenerativeModel.loss`` corrupts a batch at random times and scores the denoiser;
-``GenerativeModel.sample`` integrates from the prior (t = 0) to data (t = 1). Which
-family (diffusion, flow, interpolant) it is comes from the config alone.
+``GenerativeModel.sample`` draws the prior and hands the integration from t = 0 to
+data (t = 1) to a sampler (``onnes.models.samplers``). Which family (diffusion, flow,
+interpolant, kldm) it is comes from the config alone; how it is sampled from the
+sampling settings alone.
 """
 
 from __future__ import annotations
@@ -17,31 +19,34 @@ from onnes.models.batch import CrystalBatch, crystal_index
 from onnes.models.denoiser import Denoiser, DenoiserSpec
 from onnes.models.elements import element_features
 from onnes.models.lattice import LatticeNormalizer, matrix_from_params, params_from_matrix
-from onnes.models.processes import FAMILIES, PROCESSES, T_EPS, Context, Masking, Process
-
-MODALITIES = ("lattice", "frac", "types")
+from onnes.models.processes import FAMILIES, PROCESSES, T_EPS, Context, Masking, Process, known_processes
+from onnes.models.samplers import MODALITIES, Sampler, build_sampler
 
 
 def build_processes(settings: dict[str, Any], num_types: int) -> dict[str, Process]:
-    """Processes of a model from its config entry (family + optional per-modality overrides)."""
+    """Processes of a model from its config entry (family + optional per-modality
+    overrides). Only architecture settings shape them; the sampling settings that act
+    on a process's update (unmasking temperature and order) are applied by
+    ``GenerativeModel.sample``."""
     names = dict(FAMILIES[settings["family"]])
     kwargs: dict[str, dict] = {m: {} for m in MODALITIES}
     if settings["family"] == "interpolant":
         shared = {k: settings["interpolant"][k] for k in ("kind", "gamma", "gamma_scale")}
-        shared.update(sampler=settings["sample"]["sampler"], noise=settings["sample"]["noise"])
         kwargs = {m: dict(shared) for m in MODALITIES}
-    if settings["family"] == "diffusion":
-        kwargs["frac"] = {"corrector_steps": settings["sample"]["corrector_steps"],
-                          "step_lr": settings["sample"]["step_lr"]}
     for modality, override in settings.get("processes", {}).items():
         override = dict(override)
-        names[modality] = override.pop("name", names[modality])
+        name = override.pop("name", names[modality])
+        if name not in PROCESSES and name not in known_processes():
+            raise ValueError(f"processes.{modality}: unknown process '{name}' (registered: {sorted(PROCESSES)})")
+        names[modality] = name
         kwargs[modality] = override
     if settings["types"] == "masked":
-        names["types"], kwargs["types"] = "masking", {"num_types": num_types,
-                                                      "temperature": settings["sample"]["type_temperature"],
-                                                      "order": settings["sample"]["unmasking"]}
-    return {m: PROCESSES[names[m]](**kwargs[m]) for m in MODALITIES}
+        names["types"], kwargs["types"] = "masking", {"num_types": num_types}
+    processes = {m: PROCESSES[names[m]](**kwargs[m]) for m in MODALITIES}
+    for modality in ("lattice", "types"):
+        if processes[modality].aux_dim:
+            raise ValueError(f"processes.{modality}: auxiliary per-atom state is supported on frac only")
+    return processes
 
 
 class GenerativeModel(nn.Module):
@@ -54,7 +59,8 @@ class GenerativeModel(nn.Module):
         cond_columns = settings["conditioning"]["columns"]
         adapters = bool(settings.get("adapter", {}).get("base"))
         spec = DenoiserSpec(num_types=num_types, heads=heads, cond_dim=len(cond_columns), adapters=adapters,
-                            masked_types=isinstance(self.processes["types"], Masking), **settings["denoiser"])
+                            masked_types=isinstance(self.processes["types"], Masking),
+                            aux_dim=self.processes["frac"].aux_dim, **settings["denoiser"])
         self.denoiser = Denoiser(spec)
         if cond_columns:  # the condition is standardised with the training set's statistics
             self.register_buffer("cond_mean", torch.zeros(len(cond_columns)))
@@ -101,9 +107,13 @@ class GenerativeModel(nn.Module):
         return types if self.masked_types else F.one_hot(types, self.num_types).float()
 
     def _net(self, lattice_t, frac_t, types_t, t, num_atoms, crystal, cond=None, drop=None):
+        """Denoiser outputs; ``frac_t`` holds the coordinates and, after them, the frac
+        process's auxiliary per-atom state (e.g. velocities)."""
         if cond is not None:
             cond = (self._transform_condition(cond) - self.cond_mean) / self.cond_std
-        return self.denoiser(self._types_input(types_t), frac_t, lattice_t, t, num_atoms, crystal, cond, drop)
+        aux = frac_t[:, 3:] if self.denoiser.spec.aux_dim else None
+        return self.denoiser(self._types_input(types_t), frac_t[:, :3], lattice_t, t, num_atoms, crystal, cond,
+                             drop, aux)
 
     def loss(self, batch: CrystalBatch, gen: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         device = batch.frac.device
@@ -142,13 +152,21 @@ class GenerativeModel(nn.Module):
         conditional = self._net(*state, t_vec, num_atoms, crystal, cond)
         return tuple(u + guidance * (c - u) for c, u in zip(conditional, unconditional))
 
+    def sampler(self, sample_settings: dict[str, Any] | None = None) -> Sampler:
+        """The sampler that ``sample_settings`` (default: the model's own) name."""
+        settings = self.settings["sample"] if sample_settings is None else sample_settings
+        if self.masked_types:  # unmasking knobs act on the type update, not the weights
+            self.processes["types"].temperature = settings.get("type_temperature", 1.0)
+            self.processes["types"].order = settings.get("unmasking", "random")
+        return build_sampler(settings, self.processes, self.settings["family"])
+
     @torch.no_grad()
     def sample(
         self,
         num_atoms: torch.Tensor,
         steps: int,
         gen: torch.Generator | None = None,
-        heun: bool = False,
+        sampler: Sampler | None = None,
         cond: torch.Tensor | None = None,
         guidance: float = 1.0,
         fixed_types: torch.Tensor | None = None,
@@ -156,50 +174,42 @@ class GenerativeModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Integrate from the prior to data. Returns (types (N,), frac (N, 3), lattice (B, 3, 3)).
 
+        ``sampler`` defaults to the one the model's sampling settings name.
         ``fixed_types`` (N,) holds the composition fixed (crystal structure prediction):
         the type modality is then clamped to it at every step. ``allowed_types``
         (num_types,) bool restricts the elements: masked types draw only allowed
         tokens; continuous types are read out by the best allowed channel.
         """
+        sampler = sampler or self.sampler()
         device = num_atoms.device
         crystal = crystal_index(num_atoms)
         ctx = Context(crystal, len(num_atoms))
         n = int(num_atoms.sum())
         procs = self.processes
-        lattice = procs["lattice"].prior((len(num_atoms), 6), gen, device)
-        frac = procs["frac"].prior((n, 3), gen, device)
-        types = procs["types"].prior((n, self.num_types), gen, device)
-        clamp = None
+        frac_columns = 3 + procs["frac"].aux_dim
+        state = (procs["lattice"].prior((len(num_atoms), 6), gen, device, ctx),
+                 procs["frac"].prior((n, 3), gen, device, ctx),
+                 procs["types"].prior((n, self.num_types), gen, device, ctx))
+        assert state[1].shape[-1] == frac_columns, "a frac prior must return coordinates and auxiliary state"
+        project = None
         if fixed_types is not None:
             clamp = fixed_types if self.masked_types else F.one_hot(fixed_types, self.num_types).float()
-            types = clamp
-        deterministic = all(p.deterministic for p in procs.values()) and clamp is None
-        dt_value = 1.0 / steps
-        last_types_pred = None
-        for k in range(steps):
-            t = k * dt_value
-            state = (lattice, frac, types)
-            preds = self._predict(state, t, num_atoms, crystal, cond, guidance)
+            state = (state[0], state[1], clamp)
+
+            def project(s):
+                return s[0], s[1], clamp
+
+        def predict(s, t):
+            preds = self._predict(s, t, num_atoms, crystal, cond, guidance)
             if allowed_types is not None and self.masked_types:
                 preds = (*preds[:2], preds[2].masked_fill(~allowed_types, float("-inf")))
-            new_state = self._step(state, preds, t, dt_value, ctx, crystal, gen)
-            if heun and deterministic and k < steps - 1:
-                # Heun's method: average the drift at both ends of the step.
-                ahead = self._predict(new_state, t + dt_value, num_atoms, crystal, cond, guidance)
-                averaged = tuple((a + b) / 2 for a, b in zip(preds, ahead))
-                new_state = self._step(state, averaged, t, dt_value, ctx, crystal, gen)
-            lattice, frac, types = new_state
-            if clamp is not None:
-                types = clamp
-            for _ in range(procs["frac"].corrector_steps):
-                preds_c = self._predict((lattice, frac, types), t + dt_value, num_atoms, crystal, cond, guidance)
-                t_atoms = torch.full((n, 1), t + dt_value, device=device)
-                frac = procs["frac"].correct(frac, preds_c[1], t_atoms, ctx, gen)
-            last_types_pred = preds[2]
+            return preds
+
+        (lattice, frac, types), last = sampler.run(state, predict, steps, ctx, gen, project)
         frac = procs["frac"].finalize(frac)
         if self.masked_types:
             still_masked = types == procs["types"].mask
-            types = torch.where(still_masked, last_types_pred.argmax(-1), types)
+            types = torch.where(still_masked, last[2].argmax(-1), types)
         elif allowed_types is not None:
             types = types.masked_fill(~allowed_types, float("-inf")).argmax(-1)
         else:
@@ -207,21 +217,12 @@ class GenerativeModel(nn.Module):
         params = self.normalizer.decode(procs["lattice"].finalize(lattice))
         return types, frac, matrix_from_params(params, num_atoms)
 
-    def _step(self, state, preds, t, dt_value, ctx, crystal, gen):
-        out = []
-        for modality, x, pred in zip(MODALITIES, state, preds):
-            rows = x.shape[0]
-            t_col = torch.full((rows, 1), t, device=x.device)
-            dt_col = torch.full((rows, 1), dt_value, device=x.device)
-            out.append(self.processes[modality].step(x, pred.float(), t_col, dt_col, ctx, gen))
-        return tuple(out)
-
 
 def default_steps(settings: dict[str, Any]) -> int:
     steps = settings["sample"]["steps"]
     if steps:
         return int(steps)
-    return 1000 if settings["family"] == "diffusion" else 100
+    return 1000 if settings["family"] in ("diffusion", "kldm") else 100
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -6,8 +6,14 @@ A process acts on one modality: the lattice (B, 6), fractional coordinates (N, 3
 the torus, or atom types (N, K) continuous / (N,) discrete. ``ctx`` carries the crystal
 index of each atom so processes can remove per-crystal means.
 
-Families are bundles of processes (``FAMILIES``); a new process (e.g. kinetic Langevin
-on the torus) is one class registered in ``PROCESSES`` and named in the config.
+Families are bundles of processes (``FAMILIES``). A process knows its corruption
+(training) and its per-step update; the loop that integrates, Heun averaging, correctors
+and the choice between a deterministic and a stochastic step belong to the samplers
+(``onnes.models.samplers``), which hand each step its ``StepMode``. A new process is one
+class given to ``register_process`` and named in a model's ``processes`` setting; it may
+carry auxiliary per-atom state (``aux_dim`` columns after the coordinates, e.g. the
+velocities of kinetic Langevin diffusion) that the samplers integrate and the denoiser
+sees.
 
 References: DDPM (Ho et al. 2020) with the cosine schedule (Nichol & Dhariwal 2021);
 wrapped-normal score matching on the torus (Jing et al. 2022; DiffCSP, Jiao et al.
@@ -27,6 +33,19 @@ import torch
 import torch.nn.functional as F
 
 T_EPS = 1e-3  # training times are drawn from [T_EPS, 1 - T_EPS]
+
+
+@dataclass(frozen=True)
+class StepMode:
+    """How a sampler asks a process to step: the deterministic (probability-flow) update
+    or the stochastic one (Euler-Maruyama / exponential integrator), with the noise
+    level ``noise`` where the process has a tunable one (interpolants)."""
+
+    stochastic: bool = False
+    noise: float = 0.0
+
+
+ODE = StepMode()
 
 
 @dataclass
@@ -65,28 +84,46 @@ def cosine_alpha_bar(s: torch.Tensor) -> torch.Tensor:
 
 
 class Process:
-    """Base class. ``heads``: network output slots this process needs."""
+    """Base class of a per-modality process.
+
+    ``heads``: network output slots it needs; ``aux_dim``: auxiliary per-atom state
+    columns it carries after the 3 coordinates (frac modality only); ``has_ode``: its
+    step has a deterministic form (Heun's method may average two drifts; a process
+    without one takes its own stochastic step under any sampler); ``has_sde``: it has
+    a stochastic form a sampler may ask for; ``has_corrector``: ``correct`` is a
+    Langevin corrector at fixed time.
+    """
 
     heads = 1
-    deterministic = True  # an ODE step: Heun's method may average two drifts
-    corrector_steps = 0
+    aux_dim = 0
     torus = False
+    has_ode = True
+    has_sde = False
+    has_corrector = False
 
-    def prior(self, shape, gen, device) -> torch.Tensor:
+    def prior(self, shape, gen, device, ctx: Context | None = None) -> torch.Tensor:
         return torch.randn(shape, generator=gen, device=device)
 
     def corrupt(self, x1, t, ctx, gen) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t, regression target) for clean data x1 at times t."""
         raise NotImplementedError
 
     def loss(self, pred, target, t) -> torch.Tensor:
         """Per-element loss, shape (rows,)."""
         return ((pred - target) ** 2).mean(-1)
 
-    def step(self, x, pred, t, dt, ctx, gen) -> torch.Tensor:
+    def step(self, x, pred, t, dt, ctx, gen, mode: StepMode = ODE) -> torch.Tensor:
+        """One update from t to t + dt given the network's prediction at (x, t)."""
         raise NotImplementedError
 
-    def correct(self, x, pred, t, ctx, gen) -> torch.Tensor:
+    def correct(self, x, pred, t, ctx, gen, step_size: float | None = None) -> torch.Tensor:
+        """One corrector move at fixed t (``step_size`` None: the process's default)."""
         return x
+
+    def check_mode(self, mode: StepMode) -> None:
+        """Raise a clear error when this process cannot take a step of this mode."""
+        if mode.stochastic and not (self.has_sde or not self.has_ode):
+            raise ValueError(f"{type(self).__name__} has no stochastic sampler: use sample.sampler: ode")
 
     def finalize(self, x) -> torch.Tensor:
         return wrap(x) if self.torus else x
@@ -104,7 +141,7 @@ class VPDiffusion(Process):
     any step size, and robust when the estimate is poor early in sampling.
     """
 
-    deterministic = False
+    has_ode = False  # the ancestral step is the only one
 
     def __init__(self, clip: float = 3.0):
         self.clip = clip
@@ -114,7 +151,7 @@ class VPDiffusion(Process):
         eps = randn_like(x1, gen)
         return alpha_bar.sqrt() * x1 + (1 - alpha_bar).sqrt() * eps, eps
 
-    def step(self, x, pred, t, dt, ctx, gen):
+    def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
         ab_now, ab_next = cosine_alpha_bar(1 - t), cosine_alpha_bar((1 - t - dt).clamp_min(0))
         alpha = ab_now / ab_next
         beta = 1 - alpha
@@ -129,22 +166,23 @@ class WrappedNormalVE(Process):
 
     sigma(s) = sigma_min^(1-s) sigma_max^s; the network predicts sigma * score of the
     wrapped normal (order one at every noise level); predictor = reverse VE step,
-    corrector = annealed Langevin (step_lr * (sigma / sigma_min)^2).
+    corrector = annealed Langevin (step_size * (sigma / sigma_min)^2, step_size 1e-5
+    by default as in DiffCSP).
     """
 
-    deterministic = False
+    has_ode = False
+    has_corrector = True
     torus = True
+    default_step_size = 1e-5
 
-    def __init__(self, sigma_min: float = 0.005, sigma_max: float = 0.5, corrector_steps: int = 1,
-                 step_lr: float = 1e-5, images: int = 3):
-        self.sigma_min, self.sigma_max = sigma_min, sigma_max
-        self.corrector_steps, self.step_lr, self.images = corrector_steps, step_lr, images
+    def __init__(self, sigma_min: float = 0.005, sigma_max: float = 0.5, images: int = 3):
+        self.sigma_min, self.sigma_max, self.images = sigma_min, sigma_max, images
 
     def sigma(self, t):
         s = 1 - t
         return self.sigma_min ** (1 - s) * self.sigma_max**s
 
-    def prior(self, shape, gen, device):
+    def prior(self, shape, gen, device, ctx=None):
         return torch.rand(shape, generator=gen, device=device)
 
     def wrapped_normal_score(self, d, sigma):
@@ -161,15 +199,15 @@ class WrappedNormalVE(Process):
         target = sigma * self.wrapped_normal_score(signed_wrap(xt - x1), sigma)
         return xt, target
 
-    def step(self, x, pred, t, dt, ctx, gen):
+    def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
         sigma_now, sigma_next = self.sigma(t), self.sigma((t + dt).clamp_max(1.0))
         var = (sigma_now**2 - sigma_next**2).clamp_min(0)
         score = pred / sigma_now
         return wrap(x + var * score + var.sqrt() * randn_like(x, gen))
 
-    def correct(self, x, pred, t, ctx, gen):
+    def correct(self, x, pred, t, ctx, gen, step_size=None):
         sigma = self.sigma(t)
-        step = self.step_lr * (sigma / self.sigma_min) ** 2
+        step = (step_size or self.default_step_size) * (sigma / self.sigma_min) ** 2
         return wrap(x + step * pred / sigma + (2 * step).sqrt() * randn_like(x, gen))
 
 
@@ -184,7 +222,7 @@ class LinearFlow(Process):
         x0 = randn_like(x1, gen)
         return (1 - t) * x0 + t * x1, x1 - x0
 
-    def step(self, x, pred, t, dt, ctx, gen):
+    def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
         return x + dt * pred
 
 
@@ -194,7 +232,7 @@ class TorusFlow(Process):
 
     torus = True
 
-    def prior(self, shape, gen, device):
+    def prior(self, shape, gen, device, ctx=None):
         return torch.rand(shape, generator=gen, device=device)
 
     def corrupt(self, x1, t, ctx, gen):
@@ -202,7 +240,7 @@ class TorusFlow(Process):
         delta = signed_wrap(x1 - x0)
         return wrap(x0 + t * delta), remove_crystal_mean(delta, ctx)
 
-    def step(self, x, pred, t, dt, ctx, gen):
+    def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
         return wrap(x + dt * pred)
 
 
@@ -255,18 +293,17 @@ class Interpolant(Process):
     dx = (b - eps / gamma * eta) dt + sqrt(2 eps) dW (Albergo et al. 2023, eq. 2.33).
     """
 
-    def __init__(self, kind: str = "linear", gamma: str = "none", gamma_scale: float = 0.1,
-                 sampler: str = "ode", noise: float = 0.0):
+    def __init__(self, kind: str = "linear", gamma: str = "none", gamma_scale: float = 0.1):
         self.alpha, self.beta = _interpolant_coefficients(kind)
         self.gamma = _gamma(gamma, gamma_scale)
         if kind == "encoder_decoder" and self.gamma is None:
             raise ValueError("the encoder_decoder interpolant needs gamma > 0 (x_t would vanish at t = 1/2)")
-        if sampler == "sde" and self.gamma is None:
-            raise ValueError("SDE sampling needs a noisy interpolant: set gamma")
         self.heads = 2 if self.gamma is not None else 1
-        self.sde = sampler == "sde"
-        self.deterministic = not self.sde
-        self.noise = noise
+        self.has_sde = self.gamma is not None
+
+    def check_mode(self, mode):
+        if mode.stochastic and self.gamma is None:
+            raise ValueError("SDE sampling needs a noisy interpolant: set interpolant.gamma (and retrain)")
 
     def _path(self, x0, x1, t, z):
         alpha, d_alpha = _with_derivative(self.alpha, t)
@@ -282,18 +319,18 @@ class Interpolant(Process):
         xt, velocity = self._path(x0, x1, t, z)
         return xt, (torch.cat([velocity, z], -1) if self.heads == 2 else velocity)
 
-    def _drift(self, x, pred, t):
+    def _drift(self, x, pred, t, mode):
         b = pred[..., : x.shape[-1]]
-        if not self.sde:
+        if not mode.stochastic:
             return b
         eta = pred[..., x.shape[-1]:]
         gamma = self.gamma(t).clamp_min(1e-3)
-        return b - self.noise / gamma * eta
+        return b - mode.noise / gamma * eta
 
-    def step(self, x, pred, t, dt, ctx, gen):
-        x = x + dt * self._drift(x, pred, t)
-        if self.sde and self.noise > 0:
-            x = x + math.sqrt(2 * self.noise) * dt.sqrt() * randn_like(x, gen)
+    def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
+        x = x + dt * self._drift(x, pred, t, mode)
+        if mode.stochastic and mode.noise > 0:
+            x = x + math.sqrt(2 * mode.noise) * dt.sqrt() * randn_like(x, gen)
         return x
 
 
@@ -303,7 +340,7 @@ class PeriodicInterpolant(Interpolant):
 
     torus = True
 
-    def prior(self, shape, gen, device):
+    def prior(self, shape, gen, device, ctx=None):
         return torch.rand(shape, generator=gen, device=device)
 
     def corrupt(self, x1, t, ctx, gen):
@@ -318,8 +355,183 @@ class PeriodicInterpolant(Interpolant):
         xt = wrap(xt)
         return xt, (torch.cat([velocity, z], -1) if self.heads == 2 else velocity)
 
-    def step(self, x, pred, t, dt, ctx, gen):
-        return wrap(super().step(x, pred, t, dt, ctx, gen))
+    def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
+        return wrap(super().step(x, pred, t, dt, ctx, gen, mode))
+
+
+# -- kinetic Langevin diffusion on the torus -----------------------------------------
+
+TWO_PI = 2 * math.pi
+
+
+def wrapped_normal_mean_gradient(d: torch.Tensor, sigma: torch.Tensor, images: int) -> torch.Tensor:
+    """d/dmu log WN(r; mu, sigma^2) on a circle of length 2 pi, with d = r - mu:
+    sum_k w_k (d + 2 pi k) / sigma^2, w_k the posterior weight of image k."""
+    k = torch.arange(-images, images + 1, device=d.device, dtype=d.dtype)
+    shifted = d.unsqueeze(-1) + TWO_PI * k
+    weights = torch.softmax(-(shifted**2) / (2 * sigma.unsqueeze(-1) ** 2), dim=-1)
+    return (weights * shifted).sum(-1) / sigma**2
+
+
+def wrapped_normal_score_norm(sigma: torch.Tensor, images: int = 4, points: int = 512) -> torch.Tensor:
+    """E[(d/dr log WN(r; 0, sigma^2))^2] on a circle of length 2 pi, the variance of the
+    wrapped normal's score. It is 1 / sigma^2 for a normal; the wrapped normal departs
+    from that only when sigma is a sizeable part of the circle (below 0.5 the
+    difference is under exp(-pi^2 / (2 sigma^2)) ~ 1e-8), so quadrature is used above."""
+    sigma = sigma.double()
+    norm = 1 / sigma**2
+    wide = sigma > 0.5
+    if wide.any():
+        s = sigma[wide].unsqueeze(-1)
+        r = torch.linspace(-math.pi, math.pi, points + 1, dtype=torch.float64, device=sigma.device)[:-1]
+        k = torch.arange(-images, images + 1, dtype=torch.float64, device=sigma.device)
+        shifted = r.unsqueeze(-1) + TWO_PI * k  # (points, images)
+        logp = -(shifted.unsqueeze(0) ** 2) / (2 * s.unsqueeze(-1) ** 2)  # (B, points, images)
+        density = torch.logsumexp(logp, -1).exp()
+        score = -(torch.softmax(logp, -1) * shifted.unsqueeze(0)).sum(-1) / s**2
+        norm[wide] = (density * score**2).sum(-1) / density.sum(-1)
+    return norm
+
+
+class KineticLangevin(Process):
+    """Kinetic Langevin diffusion of fractional coordinates (KLDM: Cornet, Bergamin et
+    al., ICML 2025; trivialised momentum on Lie groups: Zhu et al. 2024).
+
+    Positions theta = 2 pi f live on the torus of length 2 pi and carry velocities v in
+    its Lie algebra (R^3). In diffusion time s = t_final (1 - t) (s = 0 is data):
+        d theta = v ds,   dv = -v ds + sqrt(2) dW   (unit friction and temperature).
+    With v_0 fixed the kernel is Gaussian in closed form:
+        v_s ~ N(e^-s v_0, 1 - e^-2s),
+        r = theta_s - theta_0 | v_0, v_s ~ N(tanh(s/2) (v_s + v_0), 2 s - 4 tanh(s/2)),
+    r wrapped onto the torus, so training is simulation-free. The reverse SDE needs
+    only the velocity score grad_v log p_s(theta, v). The state carries v as 3
+    auxiliary columns after the coordinates; the denoiser sees them.
+
+    Options (defaults from the paper's ablations): ``initial_velocity_scale`` 0 (atoms
+    at rest, v_0 = 0); ``simplified`` (the network predicts only the wrapped-normal part
+    of the score, normalised to unit variance: score = -v / sigma_v^2 + tanh(s/2)
+    sqrt(N(sigma_r)) * output; needs v_0 = 0); ``zero_net_velocity`` (velocities and
+    position noise without a per-crystal mean: no net translation). ``t_final`` 2 as in
+    the reference implementation; at s = 2 the positions have spread by 0.2 of a cell
+    and are drawn uniform, an approximation the network absorbs.
+    """
+
+    aux_dim = 3
+    torus = True
+    has_sde = True
+    has_corrector = True
+    default_step_size = 0.25  # corrector: delta = tau / mean |score|^2 per crystal
+
+    def __init__(self, t_final: float = 2.0, initial_velocity_scale: float = 0.0, simplified: bool = True,
+                 zero_net_velocity: bool = True, images: int = 4):
+        if simplified and initial_velocity_scale:
+            raise ValueError("the simplified parametrisation needs atoms at rest (initial_velocity_scale: 0)")
+        self.t_final, self.initial_velocity_scale = t_final, initial_velocity_scale
+        self.simplified, self.zero_net_velocity, self.images = simplified, zero_net_velocity, images
+
+    # Schedules, in double precision: 2 s - 4 tanh(s/2) cancels to s^3 / 6 near s = 0.
+    def diffusion_time(self, t: torch.Tensor) -> torch.Tensor:
+        return self.t_final * (1 - t.double())
+
+    @staticmethod
+    def velocity_variance(s):
+        return -torch.expm1(-2 * s)
+
+    @staticmethod
+    def position_variance(s):
+        return (2 * s - 4 * torch.tanh(s / 2)).clamp_min(1e-30)
+
+    def score_norm(self, s: torch.Tensor) -> torch.Tensor:
+        """N(sigma_r(s)) (``wrapped_normal_score_norm``), from a table of N sigma^2 over s
+        (smooth and 1 wherever sigma_r < 0.5), built once."""
+        if getattr(self, "_norm_table", None) is None:
+            grid = torch.linspace(0, self.t_final, 1025, dtype=torch.float64)
+            var = self.position_variance(grid)
+            self._norm_table = wrapped_normal_score_norm(var.sqrt()) * var
+        table = self._norm_table.to(s.device)
+        position = (s / self.t_final).clamp(0, 1) * (len(table) - 1)
+        low = position.floor().long().clamp_max(len(table) - 2)
+        frac = position - low
+        ratio = table[low] * (1 - frac) + table[low + 1] * frac
+        return ratio / self.position_variance(s)
+
+    def _noise(self, like, ctx, gen):
+        z = randn_like(like, gen)
+        return remove_crystal_mean(z, ctx) if self.zero_net_velocity else z
+
+    def prior(self, shape, gen, device, ctx=None):
+        frac = torch.rand(shape, generator=gen, device=device)
+        velocity = torch.randn(shape, generator=gen, device=device)  # the stationary law N(0, I)
+        if self.zero_net_velocity and ctx is not None:
+            velocity = remove_crystal_mean(velocity, ctx)
+        return torch.cat([frac, velocity], -1)
+
+    def corrupt(self, x1, t, ctx, gen):
+        s = self.diffusion_time(t)
+        dtype = x1.dtype
+        decay, var_v, var_r = torch.exp(-s), self.velocity_variance(s), self.position_variance(s)
+        half = torch.tanh(s / 2)
+        v0 = self.initial_velocity_scale * self._noise(x1, ctx, gen)
+        eps_v = self._noise(x1, ctx, gen)
+        v_s = (decay * v0 + var_v.sqrt() * eps_v).to(dtype)
+        eps_r = self._noise(x1, ctx, gen)
+        sigma_r = var_r.sqrt()
+        r = half * (v_s + v0) + sigma_r * eps_r
+        frac_s = wrap(x1 + (r / TWO_PI).to(dtype))
+        mean_gradient = wrapped_normal_mean_gradient((sigma_r * eps_r).double(), sigma_r.expand_as(eps_r),
+                                                     self.images)
+        if self.zero_net_velocity:
+            mean_gradient = remove_crystal_mean(mean_gradient, ctx)
+        if self.simplified:
+            target = mean_gradient / self.score_norm(s).sqrt()
+        else:  # the whole velocity score: Gaussian part plus the wrapped-normal part
+            target = -eps_v / var_v.sqrt() + half * mean_gradient
+        return torch.cat([frac_s, v_s], -1), target.to(dtype)
+
+    def velocity_score(self, v, pred, s, ctx):
+        """grad_v log p_s(theta, v) from the network's output."""
+        if self.simplified:
+            var_v = self.velocity_variance(s)
+            scale = torch.tanh(s / 2) * self.score_norm(s).sqrt()
+            score = -v / var_v.to(v.dtype) + scale.to(v.dtype) * pred
+        else:
+            score = pred
+        return remove_crystal_mean(score, ctx) if self.zero_net_velocity else score
+
+    def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
+        """Exponential integrator of the reverse SDE dv = (v + 2 score) du + sqrt(2) dW
+        (u = t_final - s), then theta -= h v; the probability-flow ODE halves the score
+        term and drops the noise."""
+        frac, v = x[:, :3], x[:, 3:]
+        s, h = self.diffusion_time(t), self.t_final * dt.double()
+        score = self.velocity_score(v, pred, s, ctx)
+        grow = torch.exp(h)
+        if mode.stochastic:
+            v = grow.to(v.dtype) * v + (2 * torch.expm1(h)).to(v.dtype) * score \
+                + torch.expm1(2 * h).sqrt().to(v.dtype) * self._noise(v, ctx, gen)
+        else:
+            v = grow.to(v.dtype) * v + torch.expm1(h).to(v.dtype) * score
+        frac = wrap(frac - (h / TWO_PI).to(v.dtype) * v)
+        return torch.cat([frac, v], -1)
+
+    def correct(self, x, pred, t, ctx, gen, step_size=None):
+        """Langevin move of the velocities at fixed time and positions (it samples
+        p_s(v | theta)); step delta = tau / mean |score|^2 per crystal."""
+        s = self.diffusion_time(t)
+        if float(s.min()) <= 1e-6:  # no velocity noise left at the data end
+            return x
+        frac, v = x[:, :3], x[:, 3:]
+        score = self.velocity_score(v, pred, s, ctx)
+        squared = torch.zeros(ctx.num_crystals, device=v.device, dtype=v.dtype).index_add_(
+            0, ctx.crystal, score.pow(2).mean(-1))
+        counts = torch.bincount(ctx.crystal, minlength=ctx.num_crystals).clamp_min(1).to(v.dtype)
+        delta = ((step_size or self.default_step_size) / (squared / counts).clamp_min(1e-12))[ctx.crystal]
+        delta = delta.unsqueeze(-1)
+        v = v + delta * score + (2 * delta).sqrt() * self._noise(v, ctx, gen)
+        return torch.cat([frac, v], -1)
+
+    def finalize(self, x):
+        return wrap(x[:, :3])
 
 
 # -- discrete atom types -----------------------------------------------------------
@@ -337,7 +549,7 @@ class Masking(Process):
     et al. 2022), so the first elements fixed in a cell are the ones the rest agree on.
     """
 
-    deterministic = False
+    has_ode = False
 
     def __init__(self, num_types: int, temperature: float = 1.0, order: str = "random"):
         if order not in ("random", "confidence"):
@@ -346,7 +558,7 @@ class Masking(Process):
         self.mask = num_types
         self.temperature, self.order = temperature, order
 
-    def prior(self, shape, gen, device):
+    def prior(self, shape, gen, device, ctx=None):
         return torch.full(shape[:1], self.mask, dtype=torch.long, device=device)
 
     def corrupt(self, x1, t, ctx, gen):
@@ -358,7 +570,7 @@ class Masking(Process):
         # network's input; weighting only masked atoms gives the same optimum).
         return F.cross_entropy(pred.float(), target, reduction="none")
 
-    def step(self, x, pred, t, dt, ctx, gen):
+    def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
         t_next = (t + dt).squeeze(-1)
         masked = x == self.mask
         p_unmask = (dt.squeeze(-1) / (1 - t.squeeze(-1)).clamp_min(1e-6)).clamp(0, 1)
@@ -401,7 +613,32 @@ PROCESSES: dict[str, type[Process]] = {
     "interpolant": Interpolant,
     "periodic_interpolant": PeriodicInterpolant,
     "masking": Masking,
+    "kinetic_langevin": KineticLangevin,
 }
+
+
+def register_process(name: str, cls: type[Process]) -> None:
+    """Make a process class available to models by name (``processes: {frac: {name: ...}}``)."""
+    if not (isinstance(cls, type) and issubclass(cls, Process)):
+        raise TypeError(f"{cls!r} is not a Process subclass")
+    if name in PROCESSES and PROCESSES[name] is not cls:
+        raise ValueError(f"a different process is already registered as '{name}'")
+    PROCESSES[name] = cls
+
+
+PLUGIN_GROUP = "onnes.processes"
+
+
+def known_processes() -> dict[str, type[Process]]:
+    """Registered processes, plus those other installed packages publish under the
+    ``onnes.processes`` entry-point group (so a campaign's jobs, each a fresh
+    interpreter, find a process defined outside this package)."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=PLUGIN_GROUP):
+        if entry.name not in PROCESSES:
+            register_process(entry.name, entry.load())
+    return PROCESSES
 
 # Each family: the process of each modality. "types" is the continuous-type process;
 # `types: masked` in the config swaps in Masking for any family.
@@ -409,4 +646,7 @@ FAMILIES: dict[str, dict[str, str]] = {
     "diffusion": {"lattice": "vp_diffusion", "frac": "wrapped_normal_ve", "types": "vp_diffusion"},
     "flow": {"lattice": "linear_flow", "frac": "torus_flow", "types": "linear_flow"},
     "interpolant": {"lattice": "interpolant", "frac": "periodic_interpolant", "types": "interpolant"},
+    # KLDM: kinetic Langevin on coordinates; lattice and continuous types as the
+    # diffusion family (VP DDPM), as the KLDM paper does for the lattice.
+    "kldm": {"lattice": "vp_diffusion", "frac": "kinetic_langevin", "types": "vp_diffusion"},
 }

@@ -29,6 +29,8 @@ FAMILIES = {
     "diffusion": {"family": "diffusion"},
     "interpolant": {"family": "interpolant", "interpolant": {"kind": "trig", "gamma": "bridge"},
                     "sample": {"sampler": "sde", "noise": 0.05}},
+    # KLDM at diffusion's network evaluations: twice its predictor steps, no corrector.
+    "kldm": {"family": "kldm", "sample": {"sampler": "sde", "corrector_steps": 0}},
 }
 
 
@@ -36,8 +38,8 @@ def settings_for(entry: dict, args) -> dict:
     entry = {**entry, "denoiser": {"hidden": args.hidden, "layers": args.layers},
              "train": {"batch_size": args.batch}}
     entry.setdefault("sample", {})
-    entry["sample"] = {**entry["sample"], "steps": args.diffusion_steps if entry["family"] == "diffusion"
-                       else args.ode_steps}
+    steps = {"diffusion": args.diffusion_steps, "kldm": 2 * args.diffusion_steps}.get(entry["family"], args.ode_steps)
+    entry["sample"] = {**entry["sample"], "steps": steps}
     return validate({"models": {"m": entry}})["models"]["m"]
 
 
@@ -85,7 +87,7 @@ def run(device: torch.device, dataset, vocabulary, normalizer, args) -> list[tup
             model.sample(sizes, steps, torch.Generator(device=device).manual_seed(0))
         sync(device)
         seconds = time.perf_counter() - t0
-        evals = steps * (1 + settings["sample"]["corrector_steps"] if settings["family"] == "diffusion" else 1)
+        evals = model.sampler().evaluations(steps)
         rows.append((name, device.type, count_parameters(model), args.batch, 1 / np.mean(timings), steps, evals,
                      args.samples / seconds))
     return rows

@@ -190,7 +190,9 @@ class GenerativeModel(nn.Module):
         state = (procs["lattice"].prior((len(num_atoms), 6), gen, device, ctx),
                  procs["frac"].prior((n, 3), gen, device, ctx),
                  procs["types"].prior((n, self.num_types), gen, device, ctx))
-        assert state[1].shape[-1] == frac_columns, "a frac prior must return coordinates and auxiliary state"
+        if state[1].shape[-1] != frac_columns:
+            raise ValueError(f"{type(procs['frac']).__name__}.prior must return 3 coordinates and aux_dim "
+                             f"({procs['frac'].aux_dim}) auxiliary columns per atom")
         project = None
         if fixed_types is not None:
             clamp = fixed_types if self.masked_types else F.one_hot(fixed_types, self.num_types).float()

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 T_EPS = 1e-3  # training times are drawn from [T_EPS, 1 - T_EPS]
+TWO_PI = 2 * math.pi
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,26 @@ def signed_wrap(d: torch.Tensor) -> torch.Tensor:
     return d - torch.round(d)
 
 
+def crystal_mean(v: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """(num_crystals, ...) mean of per-atom rows ``v`` over each crystal's atoms."""
+    sums = torch.zeros(ctx.num_crystals, *v.shape[1:], device=v.device, dtype=v.dtype).index_add_(0, ctx.crystal, v)
+    counts = torch.bincount(ctx.crystal, minlength=ctx.num_crystals).clamp_min(1).to(v.dtype)
+    return sums / counts.view(-1, *([1] * (v.dim() - 1)))
+
+
 def remove_crystal_mean(v: torch.Tensor, ctx: Context) -> torch.Tensor:
     """Drop the per-crystal mean: a global translation is not learnable (F is defined
     only up to translation), so removing it lowers the variance of the target."""
-    sums = torch.zeros(ctx.num_crystals, v.shape[-1], device=v.device, dtype=v.dtype).index_add_(0, ctx.crystal, v)
-    counts = torch.bincount(ctx.crystal, minlength=ctx.num_crystals).clamp_min(1).to(v.dtype)
-    return v - (sums / counts.unsqueeze(-1))[ctx.crystal]
+    return v - crystal_mean(v, ctx)[ctx.crystal]
+
+
+def wrapped_normal_score(d: torch.Tensor, sigma: torch.Tensor, images: int, period: float = 1.0) -> torch.Tensor:
+    """d/dx log sum_k N(x - mu + k period; 0, sigma^2) with d = x - mu: the score of a
+    wrapped normal on a circle of length ``period``, summed over 2 ``images`` + 1 images."""
+    k = torch.arange(-images, images + 1, device=d.device, dtype=d.dtype)
+    shifted = d.unsqueeze(-1) + period * k  # (..., 2K+1)
+    weights = torch.softmax(-(shifted**2) / (2 * sigma.unsqueeze(-1) ** 2), dim=-1)
+    return -(weights * shifted).sum(-1) / sigma**2
 
 
 def randn_like(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
@@ -122,7 +137,7 @@ class Process:
 
     def check_mode(self, mode: StepMode) -> None:
         """Raise a clear error when this process cannot take a step of this mode."""
-        if mode.stochastic and not (self.has_sde or not self.has_ode):
+        if mode.stochastic and self.has_ode and not self.has_sde:
             raise ValueError(f"{type(self).__name__} has no stochastic sampler: use sample.sampler: ode")
 
     def finalize(self, x) -> torch.Tensor:
@@ -187,11 +202,7 @@ class WrappedNormalVE(Process):
 
     def wrapped_normal_score(self, d, sigma):
         """d/dx log sum_k N(x - mu + k; 0, sigma^2), d = x - mu."""
-        k = torch.arange(-self.images, self.images + 1, device=d.device, dtype=d.dtype)
-        shifted = d.unsqueeze(-1) + k  # (..., 2K+1)
-        logw = -(shifted**2) / (2 * sigma.unsqueeze(-1) ** 2)
-        weights = torch.softmax(logw, dim=-1)
-        return -(weights * shifted).sum(-1) / sigma**2
+        return wrapped_normal_score(d, sigma, self.images)
 
     def corrupt(self, x1, t, ctx, gen):
         sigma = self.sigma(t)
@@ -361,16 +372,10 @@ class PeriodicInterpolant(Interpolant):
 
 # -- kinetic Langevin diffusion on the torus -----------------------------------------
 
-TWO_PI = 2 * math.pi
-
-
 def wrapped_normal_mean_gradient(d: torch.Tensor, sigma: torch.Tensor, images: int) -> torch.Tensor:
-    """d/dmu log WN(r; mu, sigma^2) on a circle of length 2 pi, with d = r - mu:
-    sum_k w_k (d + 2 pi k) / sigma^2, w_k the posterior weight of image k."""
-    k = torch.arange(-images, images + 1, device=d.device, dtype=d.dtype)
-    shifted = d.unsqueeze(-1) + TWO_PI * k
-    weights = torch.softmax(-(shifted**2) / (2 * sigma.unsqueeze(-1) ** 2), dim=-1)
-    return (weights * shifted).sum(-1) / sigma**2
+    """d/dmu log WN(r; mu, sigma^2) on a circle of length 2 pi, with d = r - mu: minus
+    the score in r."""
+    return -wrapped_normal_score(d, sigma, images, TWO_PI)
 
 
 def wrapped_normal_score_norm(sigma: torch.Tensor, images: int = 4, points: int = 512) -> torch.Tensor:
@@ -386,9 +391,8 @@ def wrapped_normal_score_norm(sigma: torch.Tensor, images: int = 4, points: int 
         r = torch.linspace(-math.pi, math.pi, points + 1, dtype=torch.float64, device=sigma.device)[:-1]
         k = torch.arange(-images, images + 1, dtype=torch.float64, device=sigma.device)
         shifted = r.unsqueeze(-1) + TWO_PI * k  # (points, images)
-        logp = -(shifted.unsqueeze(0) ** 2) / (2 * s.unsqueeze(-1) ** 2)  # (B, points, images)
-        density = torch.logsumexp(logp, -1).exp()
-        score = -(torch.softmax(logp, -1) * shifted.unsqueeze(0)).sum(-1) / s**2
+        density = torch.logsumexp(-(shifted**2) / (2 * s.unsqueeze(-1) ** 2), -1).exp()  # (B, points)
+        score = wrapped_normal_score(r.expand_as(density), s.expand_as(density), images, TWO_PI)
         norm[wide] = (density * score**2).sum(-1) / density.sum(-1)
     return norm
 
@@ -428,6 +432,7 @@ class KineticLangevin(Process):
             raise ValueError("the simplified parametrisation needs atoms at rest (initial_velocity_scale: 0)")
         self.t_final, self.initial_velocity_scale = t_final, initial_velocity_scale
         self.simplified, self.zero_net_velocity, self.images = simplified, zero_net_velocity, images
+        self._norm_table: torch.Tensor | None = None  # N sigma_r^2 over s, built on first use
 
     # Schedules, in double precision: 2 s - 4 tanh(s/2) cancels to s^3 / 6 near s = 0.
     def diffusion_time(self, t: torch.Tensor) -> torch.Tensor:
@@ -444,7 +449,7 @@ class KineticLangevin(Process):
     def score_norm(self, s: torch.Tensor) -> torch.Tensor:
         """N(sigma_r(s)) (``wrapped_normal_score_norm``), from a table of N sigma^2 over s
         (smooth and 1 wherever sigma_r < 0.5), built once."""
-        if getattr(self, "_norm_table", None) is None:
+        if self._norm_table is None:
             grid = torch.linspace(0, self.t_final, 1025, dtype=torch.float64)
             var = self.position_variance(grid)
             self._norm_table = wrapped_normal_score_norm(var.sqrt()) * var
@@ -522,11 +527,8 @@ class KineticLangevin(Process):
             return x
         frac, v = x[:, :3], x[:, 3:]
         score = self.velocity_score(v, pred, s, ctx)
-        squared = torch.zeros(ctx.num_crystals, device=v.device, dtype=v.dtype).index_add_(
-            0, ctx.crystal, score.pow(2).mean(-1))
-        counts = torch.bincount(ctx.crystal, minlength=ctx.num_crystals).clamp_min(1).to(v.dtype)
-        delta = ((step_size or self.default_step_size) / (squared / counts).clamp_min(1e-12))[ctx.crystal]
-        delta = delta.unsqueeze(-1)
+        mean_squared = crystal_mean(score.pow(2).mean(-1), ctx).clamp_min(1e-12)
+        delta = ((step_size or self.default_step_size) / mean_squared)[ctx.crystal].unsqueeze(-1)
         v = v + delta * score + (2 * delta).sqrt() * self._noise(v, ctx, gen)
         return torch.cat([frac, v], -1)
 

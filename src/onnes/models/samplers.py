@@ -31,6 +31,11 @@ Predict = Callable[[State, float], State]  # network outputs at (state, t)
 Project = Callable[[State], State]  # e.g. clamp the types for structure prediction
 
 
+def column(x: torch.Tensor, value: float) -> torch.Tensor:
+    """(rows of x, 1) filled with a time or step size, the shape processes take."""
+    return torch.full((x.shape[0], 1), value, device=x.device)
+
+
 class Sampler:
     """Base: the loop. ``advance`` makes one predictor step from the prediction at t."""
 
@@ -49,9 +54,7 @@ class Sampler:
         return tuple(self._step(p, x, pred, t, dt, ctx, gen) for p, x, pred in zip(self.processes, state, preds))
 
     def _step(self, process, x, pred, t, dt, ctx, gen):
-        t_col = torch.full((x.shape[0], 1), t, device=x.device)
-        dt_col = torch.full((x.shape[0], 1), dt, device=x.device)
-        return process.step(x, pred.float(), t_col, dt_col, ctx, gen, self.mode)
+        return process.step(x, pred.float(), column(x, t), column(x, dt), ctx, gen, self.mode)
 
     def advance(self, state, preds, t, dt, last, predict, ctx, gen) -> State:
         return self.step_all(state, preds, t, dt, ctx, gen)
@@ -114,8 +117,7 @@ class PredictorCorrector(Sampler):
         for _ in range(self.corrector_steps):
             preds = predict(state, t_next)
             state = project(tuple(
-                p.correct(x, pred.float(), torch.full((x.shape[0], 1), t_next, device=x.device), ctx, gen,
-                          self.step_size) if p.has_corrector else x
+                p.correct(x, pred.float(), column(x, t_next), ctx, gen, self.step_size) if p.has_corrector else x
                 for p, x, pred in zip(self.processes, state, preds)
             ))
         return state

@@ -15,7 +15,9 @@ CACHE = config["data_cache"]
 # Built-in data sets (fetched and curated), then the user's own (data.custom: imported).
 BUILTIN_DATASETS = config["data"]["datasets"]
 CUSTOM_DATASETS = list(config["data"]["custom"])
-DATASETS = BUILTIN_DATASETS + CUSTOM_DATASETS
+# Unions of the above (data.combined: e.g. all general crystals for pretraining).
+COMBINED_DATASETS = list(config["data"]["combined"])
+DATASETS = BUILTIN_DATASETS + CUSTOM_DATASETS + COMBINED_DATASETS
 # The user's own candidate structures (config candidates), screened like samples.
 USER_CANDIDATES = list(config["candidates"])
 # Files fetched for later stages, not curated (the convex-hull references).
@@ -23,7 +25,9 @@ AUXILIARY_FILES = DATASET_FILES["hull_refs"]
 
 
 wildcard_constraints:
-    dataset="|".join(re.escape(d) for d in [*DATASET_FILES, *CUSTOM_DATASETS]),
+    dataset="|".join(
+        re.escape(d) for d in [*DATASET_FILES, *CUSTOM_DATASETS, *COMBINED_DATASETS]
+    ),
     path="|".join(re.escape(p) for p in FILES),
 
 
@@ -93,6 +97,12 @@ def user_files(entry):
     paths = [entry["path"]] if isinstance(entry["path"], str) else entry["path"]
     found = [str(p) for p in find_files(paths, entry["format"])]
     return found + ([entry["labels"]] if entry["labels"] else [])
+
+
+def combined_members(wildcards):
+    """A combined data set's members' curated tables, by member name, in config order."""
+    members = config["data"]["combined"][wildcards.dataset]["datasets"]
+    return {m: f"{RESULTS}/data/{m}/curated.parquet" for m in members}
 
 
 def mirror_option():

@@ -81,6 +81,40 @@ rule import_dataset:
         " --threads {threads} --settings {params.settings} > {log:q} 2>&1"
 
 
+rule combine_datasets:
+    input:
+        unpack(combined_members),
+    output:
+        curated=f"{RESULTS}/data/{{dataset}}/curated.parquet",
+        dropped=f"{RESULTS}/data/{{dataset}}/dropped.parquet",
+        report=f"{RESULTS}/data/{{dataset}}/curation.json",
+    log:
+        f"{RESULTS}/logs/data/combine_{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/data/combine_{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset=_alternatives(COMBINED_DATASETS),
+    conda:
+        "../envs/analysis.yaml"
+    threads: config["data"]["threads"]
+    resources:
+        **rule_resources(
+            "combine_datasets",
+            mem_mb=8000,
+            runtime=60,
+        ),
+    params:
+        settings=settings_of("combine_datasets"),
+        members=lambda wildcards, input: " ".join(
+            shlex.quote(f"--member={name}={path}") for name, path in input.items()
+        ),
+        out_dir=lambda wildcards, output: os.path.dirname(output.curated),
+    shell:
+        "onnes data combine --dataset {wildcards.dataset} {params.members}"
+        " --out-dir {params.out_dir:q} --threads {threads} --settings {params.settings}"
+        " > {log:q} 2>&1"
+
+
 rule split_dataset:
     input:
         f"{RESULTS}/data/{{dataset}}/curated.parquet",

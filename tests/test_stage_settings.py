@@ -38,6 +38,7 @@ def dry_run_jobs(*args):
 
 
 USER_RULES = {"import_dataset", "import_candidates"}  # only with data.custom and candidates
+COMBINED_RULES = {"combine_datasets"}  # only with data.combined (config.yaml has one)
 
 
 @pytest.mark.parametrize("configfile", ["config/config.yaml", "config/demo.yaml", "user"])
@@ -49,7 +50,8 @@ def test_every_rule_settings_are_the_stage_slice(tmp_path, configfile):
     (config,) = [settings for rule, _, settings in jobs if rule == "campaign_report"]
     assert config == cfg.validate(json.loads(json.dumps(config)))
     with_settings = {rule for rule, _, settings in jobs if settings is not None}
-    expected = set(SLICES) if config["candidates"] else set(SLICES) - USER_RULES
+    expected = set(SLICES) - (set() if config["candidates"] else USER_RULES) - (
+        set() if config["data"]["combined"] else COMBINED_RULES)
     assert with_settings == expected, "a rule passes --settings without a slice, or a slice has no rule"
     for rule, wildcards, settings in jobs:
         if settings is not None:
@@ -60,8 +62,10 @@ def test_every_rule_settings_are_the_stage_slice(tmp_path, configfile):
 def test_slices_pass_validation_and_keep_their_values(tmp_path):
     """A slice is a valid config on its own, and filling the defaults back in changes
     none of the values it carries."""
-    config = cfg.load(user_campaign(REPO / "config/demo.yaml", tmp_path))
+    config = cfg.load(user_campaign(REPO / "config/demo.yaml", tmp_path),
+                      {"data": {"combined": {"general": {"datasets": ["mp20", "mine"]}}}})
     wildcards = {"curate_dataset": {"dataset": "mp20"}, "split_dataset": {"dataset": "mine"},
+                 "combine_datasets": {"dataset": "general"},
                  "train_model": {"model": "flow-tc-adapter"}, "sample_shard": {"model": "flow", "shard": "0"},
                  "sample_csp": {"model": "flow"}, "sample_baseline": {"model": "pyxtal"},
                  "import_dataset": {"dataset": "mine"}, "import_candidates": {"model": "collab"},

@@ -157,6 +157,30 @@ def _data_import(args: argparse.Namespace) -> None:
              report["files"], report["kept"], report["dropped"], out / args.table_name)
 
 
+def _data_combine(args: argparse.Namespace) -> None:
+    from onnes.crystals import read_table, write_table
+    from onnes.data.combine import combine
+    from onnes.io import write_json
+
+    config = _load_config(args)
+    entry = cfg.dataset_settings(config["data"], args.dataset)
+    if args.dataset not in config["data"]["combined"]:
+        raise cfg.ConfigError(f"'{args.dataset}' is not a combined data set (data.combined)")
+    given = dict(item.split("=", 1) for item in args.members)
+    if sorted(given) != sorted(entry["datasets"]):
+        raise cfg.ConfigError(f"{args.dataset}: --member names {sorted(given)} are not data.combined."
+                              f"{args.dataset}.datasets {entry['datasets']}")
+    members = {name: read_table(given[name]) for name in entry["datasets"]}
+    result = combine(args.dataset, members, config["data"]["dedup"], entry["max_atoms"], workers=args.threads)
+    out = Path(args.out_dir)
+    write_table(result.dropped, out / "dropped.parquet")
+    write_json(out / "curation.json", result.report)
+    write_table(result.kept, out / "curated.parquet")  # last: the rule's main output
+    log.info("%s: %d rows from %s, %d kept (by member %s), dropped %s", args.dataset, result.report["records_in"],
+             result.report["combined_from"], result.report["kept"], result.report["kept_by_member"],
+             result.report["dropped"])
+
+
 def _data_split(args: argparse.Namespace) -> None:
     from onnes.crystals import read_table, write_table
     from onnes.data.split import split_table
@@ -521,6 +545,17 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--candidates", help="import the config's candidates.<name> (no de-duplication)")
     _add_config_options(imp)
     imp.set_defaults(func=_data_import)
+
+    comb = actions.add_parser("combine", help="union of curated structure sets (data.combined.<name>), "
+                              "de-duplicated across them by id and StructureMatcher")
+    comb.add_argument("--dataset", required=True, help="the name under data.combined")
+    comb.add_argument("--member", dest="members", action="append", required=True, metavar="NAME=CURATED",
+                      help="a member's curated.parquet, once per member")
+    comb.add_argument("--out-dir", type=Path, required=True, help="writes curated.parquet, dropped.parquet and "
+                      "curation.json")
+    comb.add_argument("--threads", type=int, default=1, help="worker processes")
+    _add_config_options(comb)
+    comb.set_defaults(func=_data_combine)
 
     split = actions.add_parser("split", help="seeded train/val/test split of a curated table")
     split.add_argument("--dataset", required=True)

@@ -109,6 +109,7 @@ def check_semantics(config: dict[str, Any], whole: bool = True) -> None:
         if dataset not in data["datasets"]:
             raise ConfigError(f"config key 'baselines.{name}.dataset': '{dataset}' is not in data.datasets")
     if whole:
+        _check_combined(config)
         _check_user_structures(config)
     models = config["models"]
     for name, entry in models.items():
@@ -194,17 +195,37 @@ def structure_datasets(config: dict[str, Any]) -> list[str]:
     from onnes.data.sources import STRUCTURE_DATASETS
 
     data = config["data"]
-    return [d for d in data["datasets"] if d in STRUCTURE_DATASETS] + list(data["custom"])
+    return ([d for d in data["datasets"] if d in STRUCTURE_DATASETS] + list(data["custom"])
+            + list(data.get("combined", {})))
 
 
 def dataset_settings(data: dict[str, Any], name: str) -> dict[str, Any]:
-    """A data set's own settings: ``data.per_dataset.<name>``, or ``data.custom.<name>``."""
-    if name in data.get("custom", {}):
-        return data["custom"][name]
+    """A data set's own settings: ``data.per_dataset.<name>``, ``data.custom.<name>`` or
+    ``data.combined.<name>``."""
+    for group in ("custom", "combined"):
+        if name in data.get(group, {}):
+            return data[group][name]
     try:
         return data["per_dataset"][name]
     except KeyError:
-        raise ConfigError(f"no data set '{name}' in data.per_dataset or data.custom") from None
+        raise ConfigError(f"no data set '{name}' in data.per_dataset, data.custom or data.combined") from None
+
+
+def _check_combined(config: dict[str, Any]) -> None:
+    """A combined data set has a name of its own and is made of structure sets the
+    campaign curates or imports (not of other combined sets)."""
+    from onnes.data.sources import DATASET_FILES
+
+    data = config["data"]
+    members_allowed = [d for d in structure_datasets(config) if d not in data["combined"]]
+    for name, entry in data["combined"].items():
+        key = f"config key 'data.combined.{name}"
+        if name in DATASET_FILES or name in data["custom"]:
+            raise ConfigError(f"{key}': '{name}' is already a data set's name")
+        for member in entry["datasets"]:
+            if member not in members_allowed:
+                raise ConfigError(f"{key}.datasets': '{member}' is neither a structure data set in data.datasets "
+                                  f"nor one under data.custom (have: {', '.join(members_allowed)})")
 
 
 def _check_user_structures(config: dict[str, Any]) -> None:
@@ -229,8 +250,9 @@ def _check_user_structures(config: dict[str, Any]) -> None:
         entry = models[name]
         if entry["dataset"] not in usable:
             raise ConfigError(f"config key 'models.{name}.dataset': '{entry['dataset']}' is neither a structure "
-                              f"data set in data.datasets nor one under data.custom (have: {', '.join(usable)})")
-    taken = set(config["models"]) | set(config["baselines"]) | set(custom)
+                              f"data set in data.datasets nor one under data.custom or data.combined "
+                              f"(have: {', '.join(usable)})")
+    taken = set(config["models"]) | set(config["baselines"]) | set(custom) | set(config["data"]["combined"])
     for name, entry in candidates.items():
         if name in taken:
             raise ConfigError(f"config key 'candidates.{name}': the name is taken by a model, baseline or data set")

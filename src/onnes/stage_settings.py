@@ -36,26 +36,35 @@ def model_entries(config: Config, name: str) -> dict[str, Any]:
     return {n: models[n] for n in names}
 
 
+# data keys that name data sets and their own settings, not curation's checks
+_DATA_SET_KEYS = ("datasets", "per_dataset", "split", "custom", "combined")
+
+
 def _curate(config: Config, dataset: str) -> Config:
     data = config["data"]
-    subset = {k: v for k, v in data.items() if k not in ("datasets", "per_dataset", "split", "custom")}
+    subset = {k: v for k, v in data.items() if k not in _DATA_SET_KEYS}
     subset["per_dataset"] = {dataset: data["per_dataset"][dataset]}
     return {"data": subset}
 
 
 def _split(config: Config, dataset: str) -> Config:
     data = config["data"]
-    group = "custom" if dataset in data["custom"] else "per_dataset"
+    group = next((g for g in ("custom", "combined") if dataset in data[g]), "per_dataset")
     return {"seed": config["seed"], "data": {"split": data["split"], group: {dataset: data[group][dataset]}}}
 
 
 def _import(config: Config, group: str, name: str) -> Config:
     """Curation's checks and dedup plus the one user entry (data.custom or candidates)."""
     data = config["data"]
-    checks = {k: v for k, v in data.items() if k not in ("datasets", "per_dataset", "split", "custom")}
+    checks = {k: v for k, v in data.items() if k not in _DATA_SET_KEYS}
     if group == "custom":
         return {"data": {**checks, "custom": {name: data["custom"][name]}}}
     return {"data": checks, "candidates": {name: config["candidates"][name]}}
+
+
+def _combine(config: Config, dataset: str) -> Config:
+    data = config["data"]
+    return {"data": {"dedup": data["dedup"], "combined": {dataset: data["combined"][dataset]}}}
 
 
 def _model(config: Config, model: str) -> Config:
@@ -97,6 +106,7 @@ SLICES: dict[str, Callable[..., Config]] = {
     "curate_dataset": lambda c, dataset: _curate(c, dataset),
     "split_dataset": lambda c, dataset: _split(c, dataset),
     "import_dataset": lambda c, dataset: _import(c, "custom", dataset),
+    "combine_datasets": lambda c, dataset: _combine(c, dataset),
     "import_candidates": lambda c, model: _import(c, "candidates", model),
     "train_model": lambda c, model: _model(c, model),
     "sample_shard": lambda c, model, shard=None: _model(c, model),

@@ -161,8 +161,11 @@ def report_counts(dataset: str, records_in: int, kept: pd.DataFrame, dropped: pd
 
 
 def summarize(reports: list[dict]) -> dict:
-    """The campaign's curation.json: per data set and in total."""
+    """The campaign's curation.json: per data set and in total. Combined data sets
+    (``combined_from``) are listed but left out of the totals: their rows are their
+    members' rows again."""
     by_dataset = {r["dataset"]: r for r in reports}
+    reports = [r for r in reports if "combined_from" not in r]
     totals: dict[str, int] = {}
     for r in reports:
         for reason, count in r["dropped"].items():

@@ -71,6 +71,15 @@ def _model(config: Config, model: str) -> Config:
     return {"seed": config["seed"], "models": model_entries(config, model)}
 
 
+def _train(config: Config, model: str) -> Config:
+    """A model's entries without their sampling blocks: more samples, or another
+    sampler, must not retrain a model (sampling reads its own slice, which overrides
+    the sampling settings a checkpoint stores)."""
+    entries = model_entries(config, model)
+    return {"seed": config["seed"],
+            "models": {name: {k: v for k, v in entry.items() if k != "sample"} for name, entry in entries.items()}}
+
+
 def _csp(config: Config, model: str) -> Config:
     return {**_model(config, model), "screen": {"metrics": config["screen"]["metrics"]}}
 
@@ -108,7 +117,7 @@ SLICES: dict[str, Callable[..., Config]] = {
     "import_dataset": lambda c, dataset: _import(c, "custom", dataset),
     "combine_datasets": lambda c, dataset: _combine(c, dataset),
     "import_candidates": lambda c, model: _import(c, "candidates", model),
-    "train_model": lambda c, model: _model(c, model),
+    "train_model": lambda c, model: _train(c, model),
     "sample_shard": lambda c, model, shard=None: _model(c, model),
     "sample_csp": lambda c, model: _csp(c, model),
     "sample_baseline": lambda c, model: _baseline(c, model),

@@ -19,8 +19,10 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 # Defaults come from the schema; unknown keys and wrong types fail here. onnes.config
 # runs first because its message names the offending key (data.per_dataset.mp20.max_atom)
-# where a bare JSON-schema error prints the whole config.
-onnes.config.validate(config)
+# where a bare JSON-schema error prints the whole config. A cluster job re-reads this
+# file twice (job script and job step): it skips the sampler check, which imports torch
+# and which the main process has run (about 2.5 s of CPU per job).
+onnes.config.validate(config, samplers=workflow.is_main_process)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

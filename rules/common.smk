@@ -3,9 +3,8 @@ import os
 import re
 import shlex
 
-from onnes.config import structure_datasets
+from onnes.config import structure_datasets, used_combined
 from onnes.data.fetch import check_mirror
-from onnes.data.importer import find_files
 from onnes.data.sources import DATASET_FILES, FILES
 from onnes.stage_settings import settings_argument
 
@@ -15,8 +14,9 @@ CACHE = config["data_cache"]
 # Built-in data sets (fetched and curated), then the user's own (data.custom: imported).
 BUILTIN_DATASETS = config["data"]["datasets"]
 CUSTOM_DATASETS = list(config["data"]["custom"])
-# Unions of the above (data.combined: e.g. all general crystals for pretraining).
-COMBINED_DATASETS = list(config["data"]["combined"])
+# Unions of the above (data.combined: e.g. all general crystals for pretraining), those
+# a trained model or a candidate source uses.
+COMBINED_DATASETS = used_combined(config)
 DATASETS = BUILTIN_DATASETS + CUSTOM_DATASETS + COMBINED_DATASETS
 # The user's own candidate structures (config candidates), screened like samples.
 USER_CANDIDATES = list(config["candidates"])
@@ -31,13 +31,54 @@ wildcard_constraints:
     path="|".join(re.escape(p) for p in FILES),
 
 
+# SLURM --nice of a rule's jobs (the scheduler starts a user's queued jobs in priority
+# order, first in first out by default): per-source screening after training, and the
+# literature metrics (nothing but the summary waits for them) last. Jobs of the sources
+# a later training waits for (chain_sources) are not niced, so the reward fine-tune and
+# everything after it do not queue behind every other source's screening.
+SLURM_NICE = {
+    "sample_shard": 100,
+    "screen_match": 100,
+    "relax_shard": 100,
+    "screen_finish": 100,
+    "tc_rank": 100,
+    "sample_baseline": 100,
+    "sample_csp": 200,
+    "reference_fingerprints": 200,
+    "screen_metrics": 200,
+}
+
+
+def chain_sources():
+    """Sources another model trains on the output of: a reward fine-tune's samples
+    (screened and predicted first), and the fine-tune itself (the campaign's tail)."""
+    chain = set()
+    for name in config["active_models"] or list(config["models"]):
+        reward = config["models"][name]["reward"]
+        if reward["source"]:
+            chain |= {name, reward["samples"]}
+    return chain
+
+
+def slurm_nice(rule_name):
+    nice = SLURM_NICE[rule_name]
+    if rule_name in ("sample_csp", "reference_fingerprints", "screen_metrics"):
+        return f"--nice={nice}"
+    return lambda wildcards: (
+        "" if wildcards.get("model") in chain_sources() else f"--nice={nice}"
+    )
+
+
 def rule_resources(rule_name, **defaults):
     """A rule's resources: its own defaults, the campaign's partition and account
     (config ``cluster``), then ``cluster.resources[rule_name]`` on top. Jobs asking for
     GPUs (``gpu``, or a gpu ``gres``; numbers or functions of the wildcards) go to
-    ``cluster.gpu_partition``.
+    ``cluster.gpu_partition``; rules in SLURM_NICE get their --nice as ``slurm_extra``
+    (a ``slurm_extra`` of ``cluster.resources`` replaces it).
     """
     resources = dict(defaults)
+    if rule_name in SLURM_NICE and "slurm_extra" not in resources:
+        resources["slurm_extra"] = slurm_nice(rule_name)
     cpu_partition = CLUSTER["partition"]
     gpu_partition = CLUSTER["gpu_partition"] or cpu_partition
     if cpu_partition or gpu_partition:
@@ -94,6 +135,10 @@ def raw_files(wildcards):
 def user_files(entry):
     """The files a user entry (data.custom.<name>, candidates.<name>) names now, and its
     label CSV: the import job's inputs, so that a new or changed file reruns it."""
+    # imported here, not at the top: it pulls in curation (pymatgen's matcher, scipy),
+    # which every cluster job's re-read of the workflow would otherwise pay for
+    from onnes.data.importer import find_files
+
     paths = [entry["path"]] if isinstance(entry["path"], str) else entry["path"]
     found = [str(p) for p in find_files(paths, entry["format"])]
     return found + ([entry["labels"]] if entry["labels"] else [])

@@ -88,8 +88,25 @@ def test_config_accepts_a_model_on_a_combined_set_and_refuses_bad_members():
         cfg.validate(clash)
     nested = combined_config()
     nested["data"]["combined"]["more"] = {"datasets": ["general", "wbm"]}
+    nested["models"]["flow-more"] = {"family": "flow", "dataset": "more"}
+    nested["active_models"].append("flow-more")
     with pytest.raises(cfg.ConfigError, match="'general' is neither"):
         cfg.validate(nested)
+
+
+def test_a_combined_set_no_trained_model_uses_is_not_built():
+    """A preset inherits the default campaign's combined sets (config files are merged):
+    the demo curates no MPTS-52 or WBM and does not train flow-general, so 'general'
+    is neither checked nor built."""
+    config = combined_config()
+    config["data"]["datasets"] = ["mp20", "3dsc"]
+    config["models"]["flow"] = {"family": "flow", "dataset": "mp20"}
+    config["active_models"] = ["flow"]
+    config = cfg.validate(config)
+    assert cfg.used_combined(config) == []
+    config["active_models"] = ["flow-general"]
+    with pytest.raises(cfg.ConfigError, match="'mpts52' is neither"):
+        cfg.validate(config)
     with pytest.raises(cfg.ConfigError, match="datasets"):
         cfg.validate({"data": {"combined": {"general": {"datasets": ["mp20"]}}}})  # one member is no union
 

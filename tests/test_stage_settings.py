@@ -38,7 +38,7 @@ def dry_run_jobs(*args):
 
 
 USER_RULES = {"import_dataset", "import_candidates"}  # only with data.custom and candidates
-COMBINED_RULES = {"combine_datasets"}  # only with data.combined (config.yaml has one)
+COMBINED_RULES = {"combine_datasets"}  # only when a trained model uses data.combined (config.yaml)
 
 
 @pytest.mark.parametrize("configfile", ["config/config.yaml", "config/demo.yaml", "user"])
@@ -51,7 +51,7 @@ def test_every_rule_settings_are_the_stage_slice(tmp_path, configfile):
     assert config == cfg.validate(json.loads(json.dumps(config)))
     with_settings = {rule for rule, _, settings in jobs if settings is not None}
     expected = set(SLICES) - (set() if config["candidates"] else USER_RULES) - (
-        set() if config["data"]["combined"] else COMBINED_RULES)
+        set() if cfg.used_combined(config) else COMBINED_RULES)
     assert with_settings == expected, "a rule passes --settings without a slice, or a slice has no rule"
     for rule, wildcards, settings in jobs:
         if settings is not None:

@@ -69,15 +69,18 @@ def _fill_and_check(instance: dict[str, Any], schema: dict) -> dict[str, Any]:
     return instance
 
 
-def validate(config: dict[str, Any], whole: bool = True) -> dict[str, Any]:
+def validate(config: dict[str, Any], whole: bool = True, samplers: bool = True) -> dict[str, Any]:
     """Fill defaults into ``config`` (in place) and validate it; return it.
 
     ``whole=False`` for a stage's slice (``--settings``): the checks across sections
     that a slice leaves out (a model's data set among the campaign's) are skipped; the
-    workflow ran them on the whole config. Raises ConfigError naming the first offending key.
+    workflow ran them on the whole config. ``samplers=False`` skips building each model's
+    processes to check its sampling settings (it imports torch): the Snakefile passes it
+    when a cluster job re-reads the workflow, which the main process has checked.
+    Raises ConfigError naming the first offending key.
     """
     _fill_and_check(config, load_schema())
-    check_semantics(config, whole)
+    check_semantics(config, whole, samplers)
     return config
 
 
@@ -88,7 +91,7 @@ def fill_model_defaults(entry: dict[str, Any]) -> dict[str, Any]:
     return _fill_and_check(entry, {**schema["$defs"]["model"], "$defs": schema["$defs"]})
 
 
-def check_semantics(config: dict[str, Any], whole: bool = True) -> None:
+def check_semantics(config: dict[str, Any], whole: bool = True, samplers: bool = True) -> None:
     """Checks the JSON schema cannot express (``whole``: and those across sections)."""
     data = config["data"]
     for key in ("allowed_elements", "excluded_elements"):
@@ -132,7 +135,7 @@ def check_semantics(config: dict[str, Any], whole: bool = True) -> None:
         for symbol in entry["sample"]["elements"] or []:
             if not Element.is_valid_symbol(symbol):
                 raise ConfigError(f"config key 'models.{name}.sample.elements': unknown element symbol '{symbol}'")
-        if not any(other for _, other in references):  # an entry with an architecture of its own
+        if samplers and not any(other for _, other in references):  # an architecture of its own
             _check_sampler(name, entry)
     for dataset in config["screen"]["hull_datasets"] or []:
         if dataset not in data["datasets"]:
@@ -211,18 +214,43 @@ def dataset_settings(data: dict[str, Any], name: str) -> dict[str, Any]:
         raise ConfigError(f"no data set '{name}' in data.per_dataset, data.custom or data.combined") from None
 
 
+def trained_models(config: dict[str, Any]) -> set[str]:
+    """The models a run trains: the active ones and those whose weights they take."""
+    models = config["models"]
+    active = config["active_models"] or list(models)
+    trained = set(active)
+    for name in active:
+        if name in models:
+            trained |= {ref for ref in (models[name]["weights_from"], models[name]["adapter"]["base"],
+                                        models[name]["reward"]["source"]) if ref}
+            trained |= {models[ref]["adapter"]["base"] for ref in list(trained)
+                        if ref in models and models[ref]["adapter"]["base"]}
+    return trained & set(models)
+
+
+def used_combined(config: dict[str, Any]) -> list[str]:
+    """The combined data sets a run builds: those a trained model or a candidate source
+    uses. A preset inherits the default campaign's combined sets; one whose models it
+    does not train is neither built nor needs its members curated."""
+    models = config["models"]
+    used = {models[m]["dataset"] for m in trained_models(config)}
+    used |= {entry["dataset"] for entry in config["candidates"].values()}
+    return [name for name in config["data"]["combined"] if name in used]
+
+
 def _check_combined(config: dict[str, Any]) -> None:
-    """A combined data set has a name of its own and is made of structure sets the
-    campaign curates or imports (not of other combined sets)."""
+    """A combined data set has a name of its own; one the run builds is made of structure
+    sets the campaign curates or imports (not of other combined sets)."""
     from onnes.data.sources import DATASET_FILES
 
     data = config["data"]
     members_allowed = [d for d in structure_datasets(config) if d not in data["combined"]]
+    used = used_combined(config)
     for name, entry in data["combined"].items():
         key = f"config key 'data.combined.{name}"
         if name in DATASET_FILES or name in data["custom"]:
             raise ConfigError(f"{key}': '{name}' is already a data set's name")
-        for member in entry["datasets"]:
+        for member in entry["datasets"] if name in used else []:
             if member not in members_allowed:
                 raise ConfigError(f"{key}.datasets': '{member}' is neither a structure data set in data.datasets "
                                   f"nor one under data.custom (have: {', '.join(members_allowed)})")
@@ -238,15 +266,7 @@ def _check_user_structures(config: dict[str, Any]) -> None:
             raise ConfigError(f"config key 'data.custom.{name}': '{name}' is a built-in data set's name")
     usable = structure_datasets(config)
     models = config["models"]
-    active = config["active_models"] or list(models)
-    trained = set(active)  # the models a run trains: the active ones and those whose weights they take
-    for name in active:
-        if name in models:
-            trained |= {ref for ref in (models[name]["weights_from"], models[name]["adapter"]["base"],
-                                        models[name]["reward"]["source"]) if ref}
-            trained |= {models[ref]["adapter"]["base"] for ref in list(trained)
-                        if ref in models and models[ref]["adapter"]["base"]}
-    for name in sorted(trained & set(models)):
+    for name in sorted(trained_models(config)):
         entry = models[name]
         if entry["dataset"] not in usable:
             raise ConfigError(f"config key 'models.{name}.dataset': '{entry['dataset']}' is neither a structure "

@@ -76,3 +76,15 @@ def test_allowed_elements_default_is_h_to_pu():
     allowed = cfg.allowed_elements(cfg.validate({})["data"])
     assert {"H", "Cu", "Pu"} <= allowed and "Am" not in allowed
     assert "O" not in cfg.allowed_elements({"allowed_elements": None, "excluded_elements": ["O"]})
+
+
+@pytest.mark.parametrize("overlay", ["steering.yaml", "steering-union.yaml"])
+def test_steering_overlays_are_valid_on_top_of_the_demo(overlay):
+    """As Snakemake merges them: config.yaml, then demo.yaml, then the overlay."""
+    merged = {}
+    for name in ("config.yaml", "demo.yaml", overlay):
+        merged = cfg.deep_merge(merged, yaml.safe_load((REPO / "config" / name).read_text()))
+    config = cfg.validate(merged)
+    assert config["active_models"][:2] == ["flow-tc-cfg", "flow-tc-uncond"]
+    assert config["models"]["flow-tc-uncond"]["sample"]["num_samples"] == 2000
+    assert cfg.used_combined(config) == (["general"] if overlay == "steering-union.yaml" else [])

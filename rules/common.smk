@@ -49,24 +49,26 @@ SLURM_NICE = {
 }
 
 
+# Their jobs are niced for every source, chain or not: nothing but the summary waits.
+SLURM_NICE_ALWAYS = {"sample_csp", "reference_fingerprints", "screen_metrics"}
+
+
 def chain_sources():
     """Sources another model trains on the output of: a reward fine-tune's samples
     (screened and predicted first), and the fine-tune itself (the campaign's tail)."""
-    chain = set()
-    for name in config["active_models"] or list(config["models"]):
-        reward = config["models"][name]["reward"]
-        if reward["source"]:
-            chain |= {name, reward["samples"]}
-    return chain
+    return {
+        source
+        for name in MODELS
+        if config["models"][name]["reward"]["source"]
+        for source in (name, reward_samples(name))
+    }
 
 
 def slurm_nice(rule_name):
-    nice = SLURM_NICE[rule_name]
-    if rule_name in ("sample_csp", "reference_fingerprints", "screen_metrics"):
-        return f"--nice={nice}"
-    return lambda wildcards: (
-        "" if wildcards.get("model") in chain_sources() else f"--nice={nice}"
-    )
+    nice = f"--nice={SLURM_NICE[rule_name]}"
+    if rule_name in SLURM_NICE_ALWAYS:
+        return nice
+    return lambda wildcards: "" if wildcards.get("model") in chain_sources() else nice
 
 
 def rule_resources(rule_name, **defaults):

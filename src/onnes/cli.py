@@ -163,9 +163,9 @@ def _data_combine(args: argparse.Namespace) -> None:
     from onnes.io import write_json
 
     config = _load_config(args)
-    entry = cfg.dataset_settings(config["data"], args.dataset)
     if args.dataset not in config["data"]["combined"]:
         raise cfg.ConfigError(f"'{args.dataset}' is not a combined data set (data.combined)")
+    entry = config["data"]["combined"][args.dataset]
     given = dict(item.split("=", 1) for item in args.members)
     if sorted(given) != sorted(entry["datasets"]):
         raise cfg.ConfigError(f"{args.dataset}: --member names {sorted(given)} are not data.combined."

@@ -25,27 +25,20 @@ def combine(name: str, members: dict[str, pd.DataFrame], dedup: dict, max_atoms:
     """Union of ``members`` (member name -> curated table), in their order; cells with more
     than ``max_atoms`` sites (when given) are dropped with a reason."""
     started = time.perf_counter()
-    tables = [table.assign(member=member) for member, table in members.items()]
-    union = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=DROP_COLUMNS)
+    union = pd.concat([table.assign(member=member) for member, table in members.items()], ignore_index=True)
     records_in = len(union)
 
     repeated = union["id"].duplicated(keep="first")
     first_member = union.drop_duplicates("id").set_index("id")["member"]
-    dropped_rows = [
-        {"id": row["id"], "source": row["source"], "drop_reason": "duplicate",
-         "drop_detail": f"same id as a row of {first_member[row['id']]}"}
-        for row in union.loc[repeated, ["id", "source"]].to_dict("records")
-    ]
+    dropped_rows = _drops(union[repeated], "duplicate",
+                          [f"same id as a row of {m}" for m in first_member[union.loc[repeated, "id"]]])
     kept = union[~repeated].reset_index(drop=True)
     if max_atoms is not None:
         sites = kept["species"].map(len)
-        dropped_rows += [
-            {"id": row["id"], "source": row["source"], "drop_reason": "too_many_atoms",
-             "drop_detail": f"{n} sites > max_atoms {max_atoms}"}
-            for row, n in zip(kept.loc[sites > max_atoms, ["id", "source"]].to_dict("records"),
-                              sites[sites > max_atoms])
-        ]
-        kept = kept[sites <= max_atoms].reset_index(drop=True)
+        too_large = sites > max_atoms
+        dropped_rows += _drops(kept[too_large], "too_many_atoms",
+                               [f"{n} sites > max_atoms {max_atoms}" for n in sites[too_large]])
+        kept = kept[~too_large].reset_index(drop=True)
     if dedup["enabled"] and len(kept):
         kept, duplicates = deduplicate(kept, dedup, workers)
         dropped_rows += duplicates
@@ -57,3 +50,9 @@ def combine(name: str, members: dict[str, pd.DataFrame], dedup: dict, max_atoms:
     report["timing_s"] = {"total": round(time.perf_counter() - started, 2)}
     report["settings"] = {"datasets": list(members), "max_atoms": max_atoms, "dedup": dedup}
     return Curated(kept, dropped, report)
+
+
+def _drops(rows: pd.DataFrame, reason: str, details: list[str]) -> list[dict]:
+    """Drop records (curation's columns) for ``rows``, one detail each."""
+    return [{"id": i, "source": source, "drop_reason": reason, "drop_detail": detail}
+            for i, source, detail in zip(rows["id"], rows["source"], details)]

@@ -36,7 +36,8 @@ from relax_lockstep import LockstepSettings, relax_batch  # noqa: E402
 
 from onnes.crystals import read_table, to_structure  # noqa: E402
 from onnes.screen.hull import ConvexHull, evaluate_stability  # noqa: E402
-from onnes.screen.relax import RelaxSettings, hull_reference_energy, load_chgnet, relax_rows  # noqa: E402
+from onnes.mlip import load_mlip  # noqa: E402
+from onnes.screen.relax import RelaxSettings, hull_reference_energy, relax_rows  # noqa: E402
 
 STABLE = 0.1  # eV/atom, the funnel's stable_threshold
 
@@ -76,11 +77,11 @@ def struct_optimizer(model, table: pd.DataFrame, settings: RelaxSettings, device
         try:
             result = optimizer.relax(to_structure(row), fmax=settings.fmax, steps=settings.max_steps, verbose=False)
         except Exception as exc:  # isolated atoms and the like: recorded, as (c) records them
-            rows.append({"id": row["id"], "relax_status": f"failed: {type(exc).__name__}", "energy_chgnet": np.nan})
+            rows.append({"id": row["id"], "relax_status": f"failed: {type(exc).__name__}", "energy": np.nan})
             continue
         trajectory = result["trajectory"]
         forces = np.asarray(trajectory.forces[-1])
-        rows.append({"id": row["id"], "energy_chgnet": float(trajectory.energies[-1]),
+        rows.append({"id": row["id"], "energy": float(trajectory.energies[-1]),
                      "relax_steps": len(trajectory.energies) - 2,  # start, steps, end again
                      "relax_status": "converged" if np.sqrt((forces**2).sum(1).max()) < settings.fmax else "max_steps",
                      "species": row["species"]})
@@ -95,7 +96,7 @@ def e_above_hull(table: pd.DataFrame, result: pd.DataFrame, hull: ConvexHull) ->
 
 def _shard(rows: pd.DataFrame, settings: RelaxSettings, references: Path, elements: Path) -> pd.DataFrame:
     torch.set_num_threads(1)
-    return relax_rows(load_chgnet("cpu"), rows, settings, hull_reference_energy(references, elements))
+    return relax_rows(load_mlip("chgnet"), rows, settings, hull_reference_energy(references, elements))
 
 
 def sharded(rows: pd.DataFrame, settings: RelaxSettings, args) -> pd.DataFrame:
@@ -111,7 +112,7 @@ def sharded(rows: pd.DataFrame, settings: RelaxSettings, args) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def labels(args, model, reference, hull) -> None:
+def labels(args, mlip, reference, hull) -> None:
     settings = RelaxSettings.defaults(max_steps=args.max_steps, reject_above_hull=None, reject_volume_ratio=np.inf)
     if args.trace:  # a saved trace: the final step's energy above the hull decides stability
         steps = pd.read_parquet(args.trace)
@@ -122,7 +123,7 @@ def labels(args, model, reference, hull) -> None:
         table = novel_rows(args.demo, args.models, args.novel, skip=args.skip)
         trace: list = []
         started = time.perf_counter()
-        result = relax_rows(model, table, settings, reference, trace=trace)
+        result = relax_rows(mlip, table, settings, reference, trace=trace)
         seconds = time.perf_counter() - started
         steps = pd.DataFrame(trace, columns=["id", "step", "e_per_atom", "hull_reference", "fmax", "volume_ratio"])
         steps["e_above_hull"] = steps.e_per_atom - steps.hull_reference
@@ -161,7 +162,7 @@ def labels(args, model, reference, hull) -> None:
     print(pd.DataFrame(rows).to_string(index=False))
 
 
-def benchmark(args, model, reference, hull) -> None:
+def benchmark(args, mlip, reference, hull) -> None:
     novel = novel_rows(args.demo, args.models, args.novel, skip=0)
     perturbed = perturbed_rows(args.demo / "data" / "mp20" / "test.parquet", args.perturbed, 0.1, 0.03)
     table = pd.concat([novel, perturbed], ignore_index=True)
@@ -173,11 +174,11 @@ def benchmark(args, model, reference, hull) -> None:
         for subset, rows in subsets.items():
             started = time.perf_counter()
             if name == "a":
-                results.append(struct_optimizer(model, rows, settings, args.device))
+                results.append(struct_optimizer(mlip.model, rows, settings, args.device))
             elif name == "b":
-                results.append(relax_batch(model, rows, LockstepSettings(max_steps=settings.max_steps)))
+                results.append(relax_batch(mlip.model, rows, LockstepSettings(max_steps=settings.max_steps)))
             elif name == "c":
-                results.append(relax_rows(model, rows, settings, reference))
+                results.append(relax_rows(mlip, rows, settings, reference))
             else:  # c2: as the workflow runs on 2 cores, two one-thread shards side by side
                 results.append(sharded(rows, settings, args))
             seconds[name, subset] = time.perf_counter() - started
@@ -213,7 +214,7 @@ def benchmark(args, model, reference, hull) -> None:
         names = sorted(runs)
         sizes = dict(zip(table.id, table.species.map(len)))
         converged = set.intersection(*(set(r.index[r.relax_status == "converged"]) for r in runs.values()))
-        energy = pd.DataFrame({n: runs[n].energy_chgnet / runs[n].index.map(sizes) for n in names}
+        energy = pd.DataFrame({n: runs[n].energy / runs[n].index.map(sizes) for n in names}
                               ).loc[sorted(converged)]
         spread = 1000 * (energy.max(axis=1) - energy.min(axis=1))
         print(f"energy spread where all converge ({len(converged)} structures): max {spread.max():.3f} meV/atom, "
@@ -248,11 +249,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    model = load_chgnet(args.device)
+    mlip = load_mlip("chgnet", args.device)
     references = args.demo / "screen" / "hull_references.parquet"
     hull = ConvexHull.from_files(references, args.elements)
     reference = hull_reference_energy(references, args.elements)
-    (labels if args.labels else benchmark)(args, model, reference, hull)
+    (labels if args.labels else benchmark)(args, mlip, reference, hull)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def relax_batch(model, table: pd.DataFrame, settings: LockstepSettings) -> pd.Da
                 continue
             atoms[i].calc = SinglePointCalculator(atoms[i], **prediction)
             fmax = float(np.sqrt((targets[i].get_forces() ** 2).sum(axis=1).max()))
-            out[i].update(energy_chgnet=prediction["energy"], fmax=fmax, relax_steps=steps[i])
+            out[i].update(energy=prediction["energy"], mlip="chgnet", fmax=fmax, relax_steps=steps[i])
             if fmax < settings.fmax:
                 out[i]["relax_status"] = "converged"
             elif steps[i] >= settings.max_steps:
@@ -101,7 +101,7 @@ def relax_batch(model, table: pd.DataFrame, settings: LockstepSettings) -> pd.Da
         if i in atoms and result["relax_status"] in ("converged", "max_steps"):
             structure = AseAtomsAdaptor.get_structure(atoms[i])
             result.update(structure_columns(structure))
-            result["energy_chgnet_per_atom"] = result["energy_chgnet"] / len(structure)
+            result["energy_per_atom"] = result["energy"] / len(structure)
         result["relax_converged"] = result["relax_status"] == "converged"
         rows.append(result)
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)

@@ -18,6 +18,8 @@ CUSTOM_DATASETS = list(config["data"]["custom"])
 # a trained model or a candidate source uses.
 COMBINED_DATASETS = used_combined(config)
 DATASETS = BUILTIN_DATASETS + CUSTOM_DATASETS + COMBINED_DATASETS
+# The data sets of crystal structures among them: what strict novelty matches against.
+KNOWN_DATASETS = [d for d in structure_datasets(config) if d in DATASETS]
 # The user's own candidate structures (config candidates), screened like samples.
 USER_CANDIDATES = list(config["candidates"])
 # Files fetched for later stages, not curated (the convex-hull references).
@@ -40,6 +42,8 @@ SLURM_NICE = {
     "sample_shard": 100,
     "screen_match": 100,
     "relax_shard": 100,
+    "screen_stability": 100,
+    "confirm_candidates": 100,
     "screen_finish": 100,
     "tc_rank": 100,
     "sample_baseline": 100,
@@ -297,6 +301,23 @@ def hull_datasets():
 def hull_reference_inputs(wildcards):
     curated = {d: f"{RESULTS}/data/{d}/curated.parquet" for d in hull_datasets()}
     return {"mp20": f"{CACHE}/{AUXILIARY_FILES[0]}", **curated}
+
+
+def known_structure_inputs(wildcards):
+    """Every split of every structure data set the campaign curates: the reference of
+    strict novelty (keys DATASET/SPLIT)."""
+    return {
+        f"{d}/{split}": f"{RESULTS}/data/{d}/{split}.parquet"
+        for d in KNOWN_DATASETS
+        for split in ("train", "val", "test")
+    }
+
+
+def confirm_input(wildcards):
+    """The confirming relaxation's results, when a confirming MLIP is configured."""
+    if config["confirm"]["calculator"]:
+        return {"confirmed": f"{RESULTS}/screen/{wildcards.model}/confirm.parquet"}
+    return {}
 
 
 def relax_shards(wildcards):

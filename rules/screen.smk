@@ -1,6 +1,7 @@
-# Screening funnel: validity -> uniqueness -> novelty -> CHGNet relaxation (sharded)
-# -> convex-hull stability and S.U.N.; literature metrics beside it. {model} is a
-# trained model or a baseline.
+# Screening funnel: validity -> uniqueness -> novelty -> MLIP pre-relaxation (sharded)
+# -> convex-hull stability, novelty against everything known -> confirmation by a second
+# MLIP -> SUN and MSUN; literature metrics beside it. {model} is a trained model, a
+# baseline or the user's candidates.
 
 
 rule screen_match:
@@ -77,12 +78,92 @@ rule hull_references:
         " --out {output:q} > {log:q} 2>&1"
 
 
-rule screen_finish:
+rule known_structures:
+    input:
+        unpack(known_structure_inputs),
+    output:
+        f"{RESULTS}/screen/known_structures.parquet",
+    log:
+        f"{RESULTS}/logs/screen/known_structures.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        tables=lambda wildcards, input: " ".join(
+            shlex.quote(f"{name}={path}") for name, path in input.items()
+        ),
+    shell:
+        "onnes screen known --tables {params.tables} --out {output:q} > {log:q} 2>&1"
+
+
+rule screen_stability:
     input:
         matched=f"{RESULTS}/screen/{{model}}/matched.parquet",
         relaxed=relax_shards,
         references=f"{RESULTS}/screen/hull_references.parquet",
         elements=f"{CACHE}/{AUXILIARY_FILES[1]}",
+        train=model_split("train"),
+        known=f"{RESULTS}/screen/known_structures.parquet",
+    output:
+        f"{RESULTS}/screen/{{model}}/stability.parquet",
+    log:
+        f"{RESULTS}/logs/screen/{{model}}_stability.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/screen/{{model}}_stability.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    threads: config["screen"]["threads"]
+    resources:
+        **rule_resources(
+            "screen_stability",
+            mem_mb=8000,
+            runtime=60,
+        ),
+    params:
+        settings=settings_of("screen_stability"),
+    shell:
+        "onnes screen stability --matched {input.matched:q} --relaxed {input.relaxed:q}"
+        " --references {input.references:q} --elements {input.elements:q} --train {input.train:q}"
+        " --known {input.known:q} --out {output:q} --threads {threads} --settings {params.settings}"
+        " > {log:q} 2>&1"
+
+
+rule confirm_candidates:
+    input:
+        table=f"{RESULTS}/screen/{{model}}/stability.parquet",
+        references=f"{RESULTS}/screen/hull_references.parquet",
+        elements=f"{CACHE}/{AUXILIARY_FILES[1]}",
+    output:
+        f"{RESULTS}/screen/{{model}}/confirm.parquet",
+    log:
+        f"{RESULTS}/logs/screen/{{model}}_confirm.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/screen/{{model}}_confirm.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: config["confirm"]["threads"]
+    resources:
+        **rule_resources(
+            "confirm_candidates",
+            gpu=int(config["confirm"]["device"] == "cuda"),
+            mem_mb=16000,
+            runtime=240,
+        ),
+    params:
+        settings=settings_of("confirm_candidates"),
+    shell:
+        "onnes screen confirm --table {input.table:q} --out {output:q} --references {input.references:q}"
+        " --elements {input.elements:q} --settings {params.settings} > {log:q} 2>&1"
+
+
+rule screen_finish:
+    input:
+        unpack(confirm_input),
+        stability=f"{RESULTS}/screen/{{model}}/stability.parquet",
+        references=f"{RESULTS}/screen/hull_references.parquet",
+        elements=f"{CACHE}/{AUXILIARY_FILES[1]}",
+        train=model_split("train"),
+        known=f"{RESULTS}/screen/known_structures.parquet",
     output:
         screened=f"{RESULTS}/screen/{{model}}/screened.parquet",
         funnel=report(
@@ -102,10 +183,16 @@ rule screen_finish:
         ),
     params:
         settings=settings_of("screen_finish"),
+        confirmed=lambda wildcards, input: (
+            f"--confirmed {shlex.quote(input.confirmed)}"
+            if "confirmed" in input.keys()
+            else ""
+        ),
     shell:
-        "onnes screen finish --matched {input.matched:q} --relaxed {input.relaxed:q}"
-        " --references {input.references:q} --elements {input.elements:q} --out {output.screened:q}"
-        " --funnel {output.funnel:q} --settings {params.settings} > {log:q} 2>&1"
+        "onnes screen finish --stability {input.stability:q} {params.confirmed}"
+        " --references {input.references:q} --elements {input.elements:q} --train {input.train:q}"
+        " --known {input.known:q} --out {output.screened:q} --funnel {output.funnel:q}"
+        " --settings {params.settings} > {log:q} 2>&1"
 
 
 rule reference_fingerprints:

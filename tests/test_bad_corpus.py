@@ -51,7 +51,7 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     table = corpus()
     crystals.write_table(table, root / "corpus.parquet")
-    screened = table.assign(valid=True, unique=True, novel=True, sun=True, e_above_hull=0.0,
+    screened = table.assign(valid=True, unique=True, novel=True, msun=True, candidate=True, e_above_hull=0.0,
                             num_sites=[len(s) for s in table.species],
                             formula=["NaCl", "Si", "SrTiO3"] + [""] * len(BAD))  # as screening writes it
     crystals.write_table(screened, root / "screened.parquet")

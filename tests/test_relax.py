@@ -11,6 +11,7 @@ from pymatgen.core import Lattice, Structure
 from onnes import crystals
 from onnes.screen import relax as relax_module
 from onnes.screen.fire import BatchFire
+from onnes.mlip import load_mlip
 from onnes.screen.relax import EarlyRejection, RelaxSettings, relax_rows, relax_table
 
 
@@ -65,9 +66,15 @@ def test_batched_fire_follows_ase_fire_with_the_frechet_cell_filter():
 
 
 @pytest.fixture(scope="module")
-def model():
+def mlip():
     pytest.importorskip("chgnet")
-    return relax_module.load_chgnet("cpu")
+    return load_mlip("chgnet")
+
+
+@pytest.fixture(scope="module")
+def model(mlip):
+    """The CHGNet network itself, for the checks against chgnet's own code."""
+    return mlip.model
 
 
 def test_graphs_from_arrays_equal_chgnets_own_graphs(model):
@@ -120,12 +127,12 @@ def torch_equal(a, b) -> bool:
     return bool(torch.equal(a.to(b.dtype), b))
 
 
-def test_batched_relaxation_matches_struct_optimizer(model):
+def test_batched_relaxation_matches_struct_optimizer(mlip, model):
     from chgnet.model import StructOptimizer
 
     table = perturbed_table()
     settings = RelaxSettings.defaults(max_steps=200)
-    result = relax_rows(model, table, settings).set_index("id")
+    result = relax_rows(mlip, table, settings).set_index("id")
     optimizer = StructOptimizer(model=model, use_device="cpu")
     for _, row in table.iterrows():
         reference = optimizer.relax(crystals.to_structure(row), fmax=settings.fmax, steps=settings.max_steps,
@@ -134,33 +141,33 @@ def test_batched_relaxation_matches_struct_optimizer(model):
         assert result.loc[row["id"], "relax_converged"]
         # chgnet records the start, every step, and the end once more
         assert result.loc[row["id"], "relax_steps"] == len(reference["trajectory"].energies) - 2
-        assert result.loc[row["id"], "energy_chgnet_per_atom"] == pytest.approx(energy, abs=1e-4)
+        assert result.loc[row["id"], "energy_per_atom"] == pytest.approx(energy, abs=1e-4)
         assert result.loc[row["id"], "fmax"] < settings.fmax
     relaxed = crystals.to_structure(result.reset_index().iloc[0])
     assert relaxed.composition.reduced_formula == "NaCl"
 
 
-def test_in_flight_batching_does_not_change_results(model):
+def test_in_flight_batching_does_not_change_results(mlip):
     """A budget of one cell per call (structures queue and take freed places) gives the
     same relaxations as one batch of all."""
     table = pd.concat([perturbed_table()] * 3, ignore_index=True)
     table["id"] = [f"{i}-{k}" for k, i in enumerate(table.id)]
-    together = relax_rows(model, table, RelaxSettings.defaults(max_steps=60, batch_atoms=1000))
-    queued = relax_rows(model, table, RelaxSettings.defaults(max_steps=60, batch_atoms=8))
+    together = relax_rows(mlip, table, RelaxSettings.defaults(max_steps=60, batch_atoms=1000))
+    queued = relax_rows(mlip, table, RelaxSettings.defaults(max_steps=60, batch_atoms=8))
     assert queued.id.tolist() == table.id.tolist()
     assert (together.relax_steps == queued.relax_steps).all()
-    np.testing.assert_allclose(together.energy_chgnet_per_atom, queued.energy_chgnet_per_atom, atol=1e-4)
+    np.testing.assert_allclose(together.energy_per_atom, queued.energy_per_atom, atol=1e-4)
 
 
-def test_structures_far_above_the_hull_are_rejected_early_with_the_figure(model):
+def test_structures_far_above_the_hull_are_rejected_early_with_the_figure(mlip):
     table = perturbed_table()
     settings = RelaxSettings.defaults(max_steps=200, reject_after=3, reject_above_hull=0.5)
     # a hull 10 eV/atom below anything CHGNet predicts for silicon; none known for NaCl
-    result = relax_rows(model, table, settings, reference_energy=lambda s: -15.0 if s[0] == 14 else None
+    result = relax_rows(mlip, table, settings, reference_energy=lambda s: -15.0 if s[0] == 14 else None
                         ).set_index("id")
     assert result.relax_status["si"] == "rejected_early" and result.relax_steps["si"] == 3
     assert "above the hull after 3 steps" in result.relax_error["si"]
-    assert np.isfinite(result.energy_chgnet["si"]) and len(result.lattice["si"]) == 9
+    assert np.isfinite(result.energy["si"]) and len(result.lattice["si"]) == 9
     assert result.relax_status["nacl"] == "converged"
 
 
@@ -187,7 +194,7 @@ def test_the_energy_margin_tightens_later_in_the_relaxation():
     assert never.margin(1000) is None  # no energy rule at all: the later margins do not apply either
 
 
-def test_bad_structures_are_rejected_with_reasons(model):
+def test_bad_structures_are_rejected_with_reasons(mlip):
     table = perturbed_table()
     bad = pd.concat([table.iloc[[0]]] * 6, ignore_index=True)
     bad["id"] = ["nan", "unknown-z", "huge", "americium", "zero-z", "empty"]
@@ -199,7 +206,7 @@ def test_bad_structures_are_rejected_with_reasons(model):
     big = crystals.from_structures([rocksalt().make_supercell([4, 4, 4])], ["huge"], "t").iloc[0]
     for column in ("species", "frac_coords", "lattice"):
         bad.at[2, column] = big[column]
-    result = relax_rows(model, bad, RelaxSettings.defaults(max_atoms=200)).set_index("id")
+    result = relax_rows(mlip, bad, RelaxSettings.defaults(max_atoms=200)).set_index("id")
     assert (result.relax_status == "rejected").all()
     assert "non_finite_lattice" in result.relax_error["nan"]
     assert "atomic number 150" in result.relax_error["unknown-z"]
@@ -209,19 +216,19 @@ def test_bad_structures_are_rejected_with_reasons(model):
     assert "Z=95" in result.relax_error["americium"]
 
 
-def test_isolated_atoms_fail_with_a_reason_and_the_batch_goes_on(model):
+def test_isolated_atoms_fail_with_a_reason_and_the_batch_goes_on(mlip):
     table = perturbed_table()
     lonely = crystals.from_structures([rocksalt(14.0)], ["lonely"], "t")  # 7 A apart: beyond CHGNet's 5 A
-    result = relax_rows(model, pd.concat([lonely, table], ignore_index=True), RelaxSettings.defaults(max_steps=50)
+    result = relax_rows(mlip, pd.concat([lonely, table], ignore_index=True), RelaxSettings.defaults(max_steps=50)
                         ).set_index("id")
     assert result.relax_status["lonely"] == "failed" and "isolated" in result.relax_error["lonely"]
     assert result.relax_status[["nacl", "si"]].tolist() == ["converged", "converged"]
 
 
-def test_killed_job_resumes_without_redoing_finished_structures(model, tmp_path, monkeypatch):
+def test_killed_job_resumes_without_redoing_finished_structures(mlip, tmp_path, monkeypatch):
     table = perturbed_table()
     settings = RelaxSettings.defaults(max_steps=3, chunk_size=1)
-    first = relax_table(model, table, tmp_path, settings)
+    first = relax_table(mlip, table, tmp_path, settings)
     assert sorted(p.name for p in (tmp_path / "parts").glob("*.parquet")) == ["00000.parquet", "00001.parquet"]
     (tmp_path / "parts/00001.parquet").unlink()  # as if killed before the second result was written
     calls = []
@@ -232,18 +239,18 @@ def test_killed_job_resumes_without_redoing_finished_structures(model, tmp_path,
         return real(model_, rows, *args, **kwargs)
 
     monkeypatch.setattr(relax_module, "relax_rows", counting)
-    second = relax_table(model, table, tmp_path, settings)
+    second = relax_table(mlip, table, tmp_path, settings)
     assert len(calls) == 1 and len(calls[0]) == 1
     pd.testing.assert_frame_equal(first[["id", "relax_status"]], second[["id", "relax_status"]])
     assert second.id.tolist() == table.id.tolist()
 
 
-def test_changed_settings_discard_finished_parts(model, tmp_path):
+def test_changed_settings_discard_finished_parts(mlip, tmp_path):
     table = perturbed_table()
-    relax_table(model, table, tmp_path, RelaxSettings.defaults(max_steps=2, chunk_size=1))
+    relax_table(mlip, table, tmp_path, RelaxSettings.defaults(max_steps=2, chunk_size=1))
     stale = tmp_path / "parts/00000.parquet"
     stale_time = stale.stat().st_mtime_ns
-    result = relax_table(model, table, tmp_path, RelaxSettings.defaults(max_steps=4, chunk_size=1))
+    result = relax_table(mlip, table, tmp_path, RelaxSettings.defaults(max_steps=4, chunk_size=1))
     assert stale.stat().st_mtime_ns != stale_time  # recomputed, not reused
     assert result.relax_steps.max() > 2
 

@@ -144,7 +144,7 @@ def test_predictor_uses_structure_features_where_there_is_a_structure(tmp_path):
 def _screened():
     return pd.DataFrame({
         "id": ["a", "b", "c", "d", "e"],
-        "sun": [True, True, False, True, True],
+        "candidate": [True, True, False, True, True],
         "e_above_hull": [0.0, 0.05, 0.5, 0.08, 0.01],
         "tc_pred_mean": [10.0, 12.0, 90.0, 8.0, np.nan],
         "tc_pred_std": [5.0, 1.0, 1.0, 10.0, np.nan],
@@ -152,10 +152,10 @@ def _screened():
     })
 
 
-def test_ranking_orders_sun_candidates_by_acquisition():
+def test_ranking_orders_candidates_by_acquisition():
     settings = {"kappa": 1.0, "max_e_above_hull": None, "exclude_ood": False, "top_k": None}
     ranked = rank(_screened(), settings)
-    assert ranked.id.tolist() == ["d", "a", "b"]  # 18, 15, 13; c is not S.U.N., e has no prediction
+    assert ranked.id.tolist() == ["d", "a", "b"]  # 18, 15, 13; c is no candidate, e has no prediction
     assert ranked.tc_rank.tolist() == [1, 2, 3]
     exploit = rank(_screened(), {**settings, "kappa": -1.0, "exclude_ood": True, "max_e_above_hull": 0.06})
     assert exploit.id.tolist() == ["b", "a"]
@@ -163,19 +163,26 @@ def test_ranking_orders_sun_candidates_by_acquisition():
 
 
 def test_steering_table_reports_shares_gains_and_intervals():
-    def source(p_above, novel, sun, invalid):
+    def source(p_above, novel, msun, invalid, confirmed=None):
         table = pd.DataFrame({"tc_pred_mean": [5.0] * len(p_above) + [np.nan] * invalid,
                               "tc_p_above_10K": p_above + [np.nan] * invalid})
         table["valid"] = [True] * len(p_above) + [False] * invalid
         table["novel"] = novel + [False] * invalid
         table["relaxed"] = table.novel
-        table["sun"] = sun + [False] * invalid
+        table["msun"] = msun + [False] * invalid
         table["tc_ood"] = [False] * (len(p_above) - 1) + [True] + [pd.NA] * invalid
+        if confirmed is not None:  # the confirming MLIP's verdict on each MSUN row (None: not confirmed)
+            verdicts = confirmed + [None] * invalid
+            table["confirm_relax_status"] = ["converged" if v is not None else None for v in verdicts]
+            table["msun_confirmed"] = [bool(v) for v in verdicts]
         return table
 
-    # Steered: 4 valid (the last out of domain), 3 novel, two of them above 10 K; 2 S.U.N.
-    steered = source([0.9, 0.8, 0.2, 0.9], [True, True, True, False], [True, True, False, False], 1)
-    plain = source([0.9, 0.1, 0.1, 0.1, 0.1], [True] * 5, [True, False, True, True, False], 0)
+    # Steered: 4 valid (the last out of domain), 3 novel, two of them above 10 K; 2 MSUN,
+    # both confirmed; plain: 3 MSUN, 2 confirmed (the one above 10 K among them)
+    steered = source([0.9, 0.8, 0.2, 0.9], [True, True, True, False], [True, True, False, False], 1,
+                     [True, True, None, None])
+    plain = source([0.9, 0.1, 0.1, 0.1, 0.1], [True] * 5, [True, False, True, True, False], 0,
+                   [True, None, False, True, None])
     training = pd.DataFrame({"tc_K": [0.0, 5.0, 40.0]})
     frame = compare({"steered": steered, "plain": plain}, training, [10.0, 20.0], {"steered": "plain"})
     row = frame.set_index("source").loc["steered"]
@@ -184,11 +191,20 @@ def test_steering_table_reports_shares_gains_and_intervals():
     assert row.vni_frac_above_10K_lo < 2 / 3 < row.vni_frac_above_10K_hi
     # No classifier at 20 K: the expected Tc (5 K) decides, and nothing is above.
     assert row.vni_frac_above_20K == 0.0
-    assert row.sun_above_10K_frac == pytest.approx(2 / 3) and row.sun_frac == pytest.approx(2 / 3)
+    assert row.msun_above_10K_frac == pytest.approx(2 / 3) and row.msun_frac == pytest.approx(2 / 3)
     plain_row = frame.set_index("source").loc["plain"]
-    assert plain_row.sun_above_10K_frac == pytest.approx(1 / 5)
-    assert row.gain_sun_above_10K_frac == pytest.approx((2 / 3) / (1 / 5))
-    assert row.gain_sun_above_10K_frac_lo < row.gain_sun_above_10K_frac < row.gain_sun_above_10K_frac_hi
+    assert plain_row.msun_above_10K_frac == pytest.approx(1 / 5)
+    assert row.gain_msun_above_10K_frac == pytest.approx((2 / 3) / (1 / 5))
+    assert row.gain_msun_above_10K_frac_lo < row.gain_msun_above_10K_frac < row.gain_msun_above_10K_frac_hi
+    # confirmed level: every MSUN row of both sources went through the confirming MLIP
+    assert row.confirmed_complete and plain_row.confirmed_complete
+    assert row.confirmed_above_10K_frac == pytest.approx(2 / 3) and plain_row.confirmed_frac == pytest.approx(2 / 5)
+    assert row.gain_confirmed_above_10K_frac == pytest.approx((2 / 3) / (1 / 5))
+    # a capped confirmation (an MSUN row never confirmed) is not compared
+    capped = compare({"steered": steered, "plain": plain.assign(confirm_relax_status=None, msun_confirmed=False)},
+                     None, [10.0], {"steered": "plain"}).set_index("source")
+    assert not capped.loc["plain", "confirmed_complete"] and np.isnan(capped.loc["steered",
+                                                                               "gain_confirmed_above_10K_frac"])
     assert row.validity_loss == pytest.approx(1 - 0.8 / 1.0) and row.baseline == "plain"
     assert frame.source.tolist()[-1] == "training set (measured Tc)"
     assert frame.set_index("source").loc["training set (measured Tc)", "vni_frac_above_10K"] == pytest.approx(1 / 3)

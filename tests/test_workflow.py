@@ -18,6 +18,7 @@ from pymatgen.core import Composition, Structure
 from onnes import crystals
 from onnes.config import validate
 from onnes.data.curate import curate
+from onnes.matching import Tolerances, find_known
 
 pytestmark = pytest.mark.workflow
 
@@ -166,23 +167,48 @@ def test_demo_trains_samples_and_screens_every_family(demo_run, model):
 def check_screening(results, source):
     """The funnel of one model or baseline: every step counted, the demo's cap of novel
     structures relaxed (or rejected early, or failed with a reason), hull energies for
-    every relaxed one, metrics written."""
+    every relaxed one, stable rows converged, the stated number confirmed, no MSUN row
+    a known crystal, the protocol stated, metrics written."""
     funnel = json.loads((results / f"screen/{source}/funnel.json").read_text())
-    assert list(funnel["steps"]) == ["generated", "valid", "unique", "novel", "relaxed", "sun"]
+    assert list(funnel["steps"]) == ["generated", "valid", "unique", "novel", "relaxed", "converged", "msun",
+                                     "confirmed"]
     steps = funnel["steps"]
     assert steps["generated"] == 1000 >= steps["valid"] >= steps["unique"] >= steps["novel"] >= steps["relaxed"]
+    assert steps["relaxed"] >= steps["converged"] >= steps["msun"] >= steps["confirmed"]
     statuses = funnel["relaxation"]["status"]
-    cap = yaml.safe_load((REPO / "config/demo.yaml").read_text())["relax"]["max_structures"]
-    assert sum(statuses.values()) == funnel["relaxation"]["selected"] == min(cap, steps["novel"])
-    assert set(statuses) <= {"converged", "max_steps", "rejected_early", "failed", "rejected"}
-    assert steps["relaxed"] == sum(statuses.get(k, 0) for k in ("converged", "max_steps", "rejected_early")) > 0
-    assert steps["sun"] <= steps["relaxed"]
-    assert funnel["stability"]["sun_rate"] == steps["sun"] / 1000
+    demo = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    assert sum(statuses.values()) == funnel["relaxation"]["selected"] == min(demo["relax"]["max_structures"],
+                                                                             steps["novel"])
+    assert set(statuses) <= {"converged", "max_steps", "rejected_early", "diverged", "failed", "rejected"}
+    assert steps["relaxed"] == sum(statuses.get(k, 0) for k in ("converged", "max_steps", "rejected_early",
+                                                                 "diverged")) > 0
+    stability = funnel["stability"]
+    assert stability["pre_relaxation"]["msun"]["count"] == steps["msun"]
+    assert stability["confirmed"]["msun"]["count"] == steps["confirmed"]
+    assert stability["confirmed"]["sampled"] == min(demo["confirm"]["max_structures"], steps["msun"])
+    for level in ("pre_relaxation", "confirmed"):
+        for kind in ("sun", "msun"):
+            entry = stability[level][kind]
+            assert entry["fraction_ci95"][0] <= entry["fraction"] <= entry["fraction_ci95"][1]
+    protocol = funnel["protocol"]
+    assert protocol["pre_relaxation"]["name"] == "chgnet" and protocol["confirmation"]["name"] == "sevennet-0"
+    assert protocol["novelty"]["headline"] == "strict" and protocol["hull"]["entries"] > 30_000
     screened = crystals.read_table(results / f"screen/{source}/screened.parquet")
     assert len(screened) == 1000
-    assert {"valid_struct", "valid_comp", "unique", "novel", "energy_chgnet", "e_above_hull", "sun"} <= set(screened)
+    assert {"valid_struct", "valid_comp", "unique", "novel", "energy", "mlip", "e_above_hull", "novel_known",
+            "msun", "sun", "confirm_e_above_hull", "msun_confirmed", "candidate"} <= set(screened)
     relaxed = screened[screened.relaxed]
     assert relaxed.e_above_hull.notna().all() and (relaxed.hull_status == "ok").all()
+    # every reported stable row converged, in both relaxations
+    assert (screened.relax_status[screened.stable] == "converged").all()
+    assert (screened.confirm_relax_status[screened.msun_confirmed] == "converged").all()
+    # no MSUN row is a crystal of any split of any data set the run curated (checked here
+    # by matching again, independently of the funnel's own bookkeeping)
+    msun = screened[screened.msun]
+    assert msun.known_as.isna().all()
+    known = crystals.read_table(results / "screen/known_structures.parquet")
+    assert set(known.split) == {"train", "val", "test"}
+    assert not find_known(msun, known, Tolerances())
     metrics = json.loads((results / f"screen/{source}/metrics.json").read_text())
     assert 0 <= metrics["cov_recall"] <= 1 and metrics["wdist_density"] >= 0
 
@@ -224,13 +250,13 @@ def test_demo_tc_stage_end_to_end(demo_run):
         valid = predicted.valid.astype(bool)
         assert predicted.tc_pred_mean[valid].notna().all() and predicted.tc_pred_mean[~valid].isna().all()
         ranked = crystals.read_table(results / f"{source}/ranked.parquet")
-        assert len(ranked) == int(predicted.sun.sum())
+        assert len(ranked) == int(predicted.candidate.sum())
         assert ranked.tc_acquisition.is_monotonic_decreasing and ranked.tc_rank.tolist() == list(range(1, len(ranked) + 1))
     steering = pd.read_csv(results / "steering.csv").set_index("source")
     assert steering.loc["flow-tc-cfg", "baseline"] == "flow-tc-uncond"
     assert steering.loc["flow-tc-reward", "baseline"] == "flow-tc-uncond"
     assert "training set (measured Tc)" in steering.index
-    for column in ("vni_frac_above_10K", "sun_above_10K_frac", "gain_sun_above_10K_frac"):
+    for column in ("vni_frac_above_10K", "msun_above_10K_frac", "gain_msun_above_10K_frac"):
         row = steering.loc["flow-tc-reward"]
         assert row[f"{column}_lo"] <= row[column] <= row[f"{column}_hi"]
 
@@ -272,7 +298,8 @@ def test_demo_rerun_has_nothing_to_do(demo_run, mirror):
 # Jobs the demo submits to SLURM, per rule; every other rule is a localrule (downloads,
 # gathers, summaries: seconds each, and the login node has the network).
 DEMO_SLURM_JOBS = {"curate_dataset": 3, "train_model": 6, "sample_shard": 14, "sample_csp": 7,
-                   "sample_baseline": 2, "screen_match": 9, "relax_shard": 18, "screen_finish": 9,
+                   "sample_baseline": 2, "screen_match": 9, "relax_shard": 18, "screen_stability": 9,
+                   "confirm_candidates": 9, "screen_finish": 9,
                    "reference_fingerprints": 2, "screen_metrics": 9, "tc_predictor": 1, "tc_rank": 9,
                    "dft_run": 2}
 
@@ -362,14 +389,16 @@ def test_demo_ends_with_the_campaign_page(demo_run):
     report = demo_run / "results/demo/report"
     funnel = pd.read_csv(report / "funnel.csv")
     assert funnel.source.tolist() == DEMO_SOURCES
-    steps = ["generated", "valid", "unique", "novel", "relaxed", "sun", "tc_ranked", "dft_verified"]
+    steps = ["generated", "valid", "unique", "novel", "relaxed", "converged", "msun", "confirmed", "tc_ranked",
+             "dft_verified"]
     assert list(funnel.columns[1:]) == steps
     # Monotone down the funnel, and the same counts the stages wrote.
     assert (funnel[steps].diff(axis=1).iloc[:, 1:] <= 0).all().all()
     assert funnel.dft_verified.sum() >= 1
     for _, row in funnel.iterrows():
         stage = json.loads((demo_run / f"results/demo/screen/{row.source}/funnel.json").read_text())["steps"]
-        assert (row.generated, row.relaxed, row.sun) == (stage["generated"], stage["relaxed"], stage["sun"])
+        assert (row.generated, row.relaxed, row.msun, row.confirmed) == (
+            stage["generated"], stage["relaxed"], stage["msun"], stage["confirmed"])
     candidates = pd.read_csv(report / "candidates.csv")
     assert 0 < len(candidates) <= 20 and candidates["rank"].tolist() == list(range(1, len(candidates) + 1))
     assert candidates.tc_acquisition.is_monotonic_decreasing

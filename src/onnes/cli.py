@@ -412,23 +412,32 @@ def _screen_hull_references(args: argparse.Namespace) -> None:
     log.info("hull references: %s", refs.source.value_counts().to_dict())
 
 
+def _screen_known(args: argparse.Namespace) -> None:
+    from onnes.crystals import write_table
+    from onnes.screen.stages import known_structures
+
+    write_table(known_structures(dict(item.split("=", 1) for item in args.tables)), args.out)
+
+
+def _screen_stability(args: argparse.Namespace) -> None:
+    from onnes.screen.stages import stability_stage
+
+    stability_stage(args.matched, args.relaxed, args.references, args.elements, args.train, args.known,
+                    _load_config(args), args.out, args.threads)
+
+
+def _screen_confirm(args: argparse.Namespace) -> None:
+    from onnes.screen.relax import confirm_stage
+
+    result = confirm_stage(args.table, args.out, _load_config(args)["confirm"], (args.references, args.elements))
+    log.info("confirmation: %s", result.relax_status.value_counts().to_dict())
+
+
 def _screen_finish(args: argparse.Namespace) -> None:
-    import pandas as pd
+    from onnes.screen.stages import finish_stage
 
-    from onnes.crystals import read_table, write_table
-    from onnes.io import read_parquet, write_json
-    from onnes.screen.funnel import finish
-    from onnes.screen.hull import ConvexHull, evaluate_stability
-
-    config = _load_config(args)
-    relaxed = pd.concat([read_parquet(p) for p in args.relaxed], ignore_index=True)
-    hull = ConvexHull.from_files(args.references, args.elements)
-    stability = evaluate_stability(relaxed, hull)
-    settings = {**config["screen"], "select": config["relax"]["select"]}
-    table, funnel = finish(read_table(args.matched), relaxed, stability, settings)
-    write_table(table, args.out)
-    write_json(args.funnel, funnel)
-    log.info("funnel: %s; stability: %s", funnel["steps"], funnel["stability"])
+    finish_stage(args.stability, args.references, args.elements, args.train, args.known, _load_config(args),
+                 args.out, args.funnel, args.confirmed)
 
 
 def _screen_fingerprints(args: argparse.Namespace) -> None:
@@ -634,11 +643,38 @@ def build_parser() -> argparse.ArgumentParser:
     refs.add_argument("--curated", nargs="*", help="NAME=curated.parquet with e_form_per_atom (mpts52, wbm)")
     refs.add_argument("--out", type=Path, required=True)
     refs.set_defaults(func=_screen_hull_references)
-    fin = screen_actions.add_parser("finish", help="hull stability of relaxed structures, S.U.N., full funnel")
-    fin.add_argument("--matched", type=Path, required=True)
-    fin.add_argument("--relaxed", type=Path, nargs="+", required=True, help="relaxation shards")
+    known = screen_actions.add_parser("known", help="every crystal the campaign knows, for strict novelty")
+    known.add_argument("--tables", nargs="+", required=True, help="DATASET/SPLIT=path.parquet")
+    known.add_argument("--out", type=Path, required=True)
+    known.set_defaults(func=_screen_known)
+    stab = screen_actions.add_parser("stability", help="pre-relaxation verdicts: hull, converged, novelty on the "
+                                     "relaxed geometry, SUN and MSUN")
+    stab.add_argument("--matched", type=Path, required=True)
+    stab.add_argument("--relaxed", type=Path, nargs="+", required=True, help="relaxation shards")
+    stab.add_argument("--references", type=Path, required=True, help="hull references (hull-references)")
+    stab.add_argument("--elements", type=Path, required=True, help="MP elemental reference entries (JSON)")
+    stab.add_argument("--train", type=Path, required=True, help="training split (literature novelty)")
+    stab.add_argument("--known", type=Path, required=True, help="every known crystal (screen known)")
+    stab.add_argument("--out", type=Path, required=True, help="stability.parquet")
+    stab.add_argument("--threads", type=int, default=1)
+    _add_config_options(stab)
+    stab.set_defaults(func=_screen_stability)
+    conf = screen_actions.add_parser("confirm", help="relax the pre-relaxation's MSUN rows again with the "
+                                     "confirming MLIP (confirm.calculator; resumable)")
+    conf.add_argument("--table", type=Path, required=True, help="stability.parquet")
+    conf.add_argument("--out", type=Path, required=True, help="confirm.parquet (work files beside it)")
+    conf.add_argument("--references", type=Path, required=True)
+    conf.add_argument("--elements", type=Path, required=True)
+    _add_config_options(conf)
+    conf.set_defaults(func=_screen_confirm)
+    fin = screen_actions.add_parser("finish", help="confirmed stability, SUN and MSUN with intervals, full funnel "
+                                    "and its protocol")
+    fin.add_argument("--stability", type=Path, required=True, help="stability.parquet")
+    fin.add_argument("--confirmed", type=Path, help="confirm.parquet (omit without a confirming MLIP)")
     fin.add_argument("--references", type=Path, required=True, help="hull references (hull-references)")
     fin.add_argument("--elements", type=Path, required=True, help="MP elemental reference entries (JSON)")
+    fin.add_argument("--train", type=Path, required=True, help="training split (its size, for the protocol)")
+    fin.add_argument("--known", type=Path, required=True, help="every known crystal (its size, for the protocol)")
     fin.add_argument("--out", type=Path, required=True, help="screened.parquet")
     fin.add_argument("--funnel", type=Path, required=True)
     _add_config_options(fin)
@@ -752,7 +788,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(report)
     report.set_defaults(func=_report)
 
-    relax = stages.add_parser("relax", help="batched CHGNet pre-relaxation of a crystal table (resumable)")
+    relax = stages.add_parser("relax", help="batched MLIP pre-relaxation of a crystal table (relax.calculator; "
+                              "resumable)")
     relax.add_argument("--table", type=Path, required=True, help="crystal table; a screened one relaxes the "
                        "rows past relax.select")
     relax.add_argument("--out", type=Path, required=True, help="relaxed.parquet (work files beside it)")

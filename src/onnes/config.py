@@ -137,6 +137,7 @@ def check_semantics(config: dict[str, Any], whole: bool = True, samplers: bool =
                 raise ConfigError(f"config key 'models.{name}.sample.elements': unknown element symbol '{symbol}'")
         if samplers and not any(other for _, other in references):  # an architecture of its own
             _check_sampler(name, entry)
+    _check_calculators(config)
     for dataset in config["screen"]["hull_datasets"] or []:
         if dataset not in data["datasets"]:
             raise ConfigError(f"config key 'screen.hull_datasets': '{dataset}' is not in data.datasets")
@@ -146,6 +147,16 @@ def check_semantics(config: dict[str, Any], whole: bool = True, samplers: bool =
     store = config["dft"]["store"]
     if store["type"] == "mongo" and not store["uri"]:
         raise ConfigError("config key 'dft.store.uri': a mongo store needs a mongodb:// URI")
+
+
+def _check_calculators(config: dict[str, Any]) -> None:
+    """The relaxing and confirming MLIPs must be registered (built in, or an entry point)."""
+    from onnes.mlip import mlip_names
+
+    for key in ("relax", "confirm"):
+        name = config[key]["calculator"]
+        if name is not None and name not in mlip_names():
+            raise ConfigError(f"config key '{key}.calculator': unknown MLIP '{name}' (known: {', '.join(mlip_names())})")
 
 
 def _check_sampler(name: str, entry: dict[str, Any]) -> None:

@@ -84,24 +84,34 @@ def find_duplicates(table: pd.DataFrame, tol: Tolerances, workers: int = 1, form
     return {dup: kept for pairs in _pool_map(_group_bucket, tasks, workers) for dup, kept in pairs}
 
 
-def _known_in_bucket(args: tuple[pd.DataFrame, pd.DataFrame, Tolerances]) -> list[str]:
+def _known_in_bucket(args: tuple[pd.DataFrame, pd.DataFrame, Tolerances]) -> list[tuple[str, str]]:
+    """(row id, id of the first reference it matches) for the rows of one bucket that match."""
     candidates, reference, tol = args
     references = [to_structure(row) for _, row in reference.iterrows()]
+    reference_ids = reference["id"].tolist()
     matcher = tol.matcher()
     known = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _, row in candidates.iterrows():
             structure = to_structure(row)
-            if any(matcher.fit(structure, ref) for ref in references):
-                known.append(row["id"])
+            match = next((i for i, ref in zip(reference_ids, references) if matcher.fit(structure, ref)), None)
+            if match is not None:
+                known.append((row["id"], match))
     return known
 
 
-def find_known(table: pd.DataFrame, reference: pd.DataFrame, tol: Tolerances, workers: int = 1) -> set[str]:
-    """Ids of rows that match some reference structure of the same reduced formula."""
+def find_matches(table: pd.DataFrame, reference: pd.DataFrame, tol: Tolerances, workers: int = 1
+                 ) -> dict[str, str]:
+    """Map each row that matches some reference structure (of the same reduced formula)
+    to the id of the first reference it matches."""
     table_formula, reference_formula = reduced_formulas(table), reduced_formulas(reference)
     by_formula = dict(tuple(reference[_COLUMNS].groupby(reference_formula.to_numpy())))
     tasks = [(rows[_COLUMNS], by_formula[f], tol) for f, rows in table.groupby(table_formula.to_numpy())
              if f in by_formula]
-    return {i for known in _pool_map(_known_in_bucket, tasks, workers) for i in known}
+    return {i: ref for known in _pool_map(_known_in_bucket, tasks, workers) for i, ref in known}
+
+
+def find_known(table: pd.DataFrame, reference: pd.DataFrame, tol: Tolerances, workers: int = 1) -> set[str]:
+    """Ids of rows that match some reference structure of the same reduced formula."""
+    return set(find_matches(table, reference, tol, workers))

@@ -18,6 +18,9 @@ Config = dict[str, Any]
 
 # Screening keys each screening rule reads (relaxation reads the whole relax block).
 _MATCH_KEYS = ("min_distance", "min_volume", "oxidation_states", "matcher")
+# Relaxation keys the funnel's protocol block states (and whether a confirmation ran).
+_PROTOCOL_RELAX_KEYS = ("select", "calculator", "fmax", "max_steps", "relax_cell", "max_structures")
+_PROTOCOL_CONFIRM_KEYS = ("calculator", "fmax", "max_steps", "max_structures", "relax_cell")
 
 
 def model_entries(config: Config, name: str) -> dict[str, Any]:
@@ -123,7 +126,10 @@ SLICES: dict[str, Callable[..., Config]] = {
     "sample_baseline": lambda c, model: _baseline(c, model),
     "screen_match": _screen(_MATCH_KEYS),
     "relax_shard": _screen(relax_keys=None),
-    "screen_finish": _screen(("stable_threshold",), ("select",)),
+    "screen_stability": _screen(("stable_threshold", "matcher"), ("select", "calculator")),
+    "confirm_candidates": _block("confirm"),
+    "screen_finish": lambda c, **_: {**_screen(("stable_threshold", "matcher"), _PROTOCOL_RELAX_KEYS)(c),
+                                     "confirm": {k: c["confirm"][k] for k in _PROTOCOL_CONFIRM_KEYS}},
     "reference_fingerprints": _screen(("metrics",)),
     "screen_metrics": _screen(("metrics",)),
     "tc_predictor": _block("tc", "predictor", seed=True),

@@ -22,13 +22,16 @@ FIGURES = {"funnel": "figures/funnel.png", "training": "figures/training.png",
 
 NOTES = {
     "funnel": "Structures left after each step: generated; valid (structure and composition); unique; novel "
-              "against the training data; relaxed with CHGNet; stable, unique and novel (energy above the MP "
-              "hull within the campaign's threshold); with a Tc prediction (ranked); verified by DFT "
-              "(calculation successful). Empty cells: the stage is off in this campaign.",
-    "candidates": "Stable, unique and novel candidates of all sources by Tc acquisition score (predicted mean "
-                  "Tc plus the ensemble spread bonus, see README); structures are CHGNet-relaxed. OOD: the "
-                  "composition lies outside the predictor's training domain, so the prediction is an "
-                  "extrapolation.",
+              "against the training data; pre-relaxed by the first MLIP; converged; MSUN (metastable: energy "
+              "above the MP hull within the campaign's threshold after a converged relaxation, unique, and "
+              "novel against every known crystal on the relaxed geometry); MSUN confirmed by the second MLIP; "
+              "with a Tc prediction (ranked); verified by DFT (calculation successful). Empty cells: the "
+              "stage is off in this campaign. The MLIPs, thresholds and novelty references are in each "
+              "source's funnel.json (protocol).",
+    "candidates": "Confirmed candidates (MSUN after both MLIPs) of all sources by Tc acquisition score "
+                  "(predicted mean Tc plus the ensemble spread bonus, see README); structures are those of the "
+                  "pre-relaxation. OOD: the composition lies outside the predictor's training domain, so the "
+                  "prediction is an extrapolation.",
 }
 
 

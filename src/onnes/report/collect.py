@@ -12,7 +12,7 @@ import pandas as pd
 from ase.data import atomic_masses
 
 from onnes import crystals
-from onnes.screen.funnel import CAMPAIGN_STEPS, STEPS
+from onnes.screen.funnel import CAMPAIGN_STEPS
 
 FUNNEL_STEPS = list(CAMPAIGN_STEPS)
 # g/cm^3 from amu/A^3.
@@ -37,7 +37,7 @@ def funnel_table(results: Path, sources: list[str], dft: pd.DataFrame | None) ->
         verified = None
         if dft is not None:
             verified = int(((dft.source == source) & (dft.dft_status == "success")).sum())
-        rows.append({"source": source, **{k: steps[k] for k in STEPS}, "tc_ranked": tc_ranked,
+        rows.append({**{k: steps.get(k) for k in CAMPAIGN_STEPS}, "source": source, "tc_ranked": tc_ranked,
                      "dft_verified": verified})
     return pd.DataFrame(rows, columns=["source", *FUNNEL_STEPS]).astype({k: "Int64" for k in FUNNEL_STEPS})
 
@@ -77,7 +77,7 @@ def space_groups(table: pd.DataFrame, symprec: float = 0.1) -> list[str]:
 
 
 def candidate_table(results: Path, sources: list[str], dft: pd.DataFrame | None, top: int) -> pd.DataFrame:
-    """The best ``top`` S.U.N. candidates of all sources by Tc acquisition score, with
+    """The best ``top`` candidates (confirmed MSUN) of all sources by Tc acquisition score, with
     their DFT status where the DFT stage ran (``dft.parquet`` keeps every ranked row
     it considered; candidates beyond it are ``not_selected``)."""
     pooled = [crystals.read_table(results / f"tc/{s}/ranked.parquet") for s in sources

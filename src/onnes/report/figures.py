@@ -15,7 +15,8 @@ import pandas as pd  # noqa: E402
 from onnes.io import atomic_path  # noqa: E402
 from onnes.report.collect import FUNNEL_STEPS  # noqa: E402
 
-STEP_LABELS = {"sun": "S.U.N.", "tc_ranked": "Tc-ranked", "dft_verified": "DFT-verified"}
+STEP_LABELS = {"msun": "MSUN", "confirmed": "MSUN confirmed", "tc_ranked": "Tc-ranked",
+               "dft_verified": "DFT-verified"}
 
 DPI = 110
 MAX_ELEMENTS = 8

@@ -102,7 +102,7 @@ def render(campaign: str, funnel: pd.DataFrame, candidates: pd.DataFrame, assets
     commit = git["commit"][:12] + (" (with uncommitted changes)" if git["dirty"] else "")
     figure = lambda key, alt: f'<img class="figure" src="{html.escape(figures[key])}" alt="{alt}">'  # noqa: E731
     candidates_part = (candidates_html(candidates, assets) if len(candidates)
-                       else "<p>No stable, unique and novel candidate had a Tc prediction.</p>")
+                       else "<p>No confirmed candidate (MSUN after both MLIPs) had a Tc prediction.</p>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Onnes campaign {html.escape(campaign)}</title>
 <style>{STYLE}</style></head>

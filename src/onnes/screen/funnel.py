@@ -1,5 +1,5 @@
-"""The screening funnel: validity -> uniqueness -> novelty -> CHGNet relaxation ->
-stability on the convex hull (S.U.N.).
+"""The screening funnel: validity -> uniqueness -> novelty -> MLIP pre-relaxation ->
+stability on the convex hull -> confirmation by a second MLIP; SUN and MSUN.
 
 Definitions follow the literature so rates compare with published tables:
 - valid: structurally (distances >= 0.5 A, volume >= 0.1 A^3) and compositionally (SMACT)
@@ -8,14 +8,25 @@ Definitions follow the literature so rates compare with published tables:
   or absurd cell) is invalid with that drop reason and a ``drop_detail``;
 - unique: not StructureMatcher-equivalent to an earlier valid generated structure;
 - novel: unique and matching no training structure (MatterGen, Zeni et al. 2025),
-  StructureMatcher ltol 0.2, stol 0.3, angle_tol 5 by default.
-- relaxed: selected for CHGNet relaxation (``relax.select``, at most
-  ``relax.max_structures``) and relaxed (converged, stopped at ``max_steps``, or
-  rejected early, far above the hull or with an exploding cell, which counts as
-  unstable with ``drop_reason`` rejected_early);
-- S.U.N. (MatterGen): stable (e_above_hull <= ``stable_threshold``, 0.1 eV/atom by
-  default), unique and novel; the rate is over all generated structures. ``stable``
-  and ``stable_strict`` (<= 0) count every relaxed structure, novel or not.
+  StructureMatcher ltol 0.2, stol 0.3, angle_tol 5 by default, on the generated geometry;
+- relaxed: selected for the pre-relaxation (``relax.select``, at most
+  ``relax.max_structures``) and relaxed to an end (converged, stopped at ``max_steps``,
+  rejected early far above the hull or with an exploding cell, or diverged);
+- converged: the relaxation met ``relax.fmax`` within ``relax.max_steps``. Only converged
+  structures are judged stable; the others are counted apart (``unconverged``);
+- after relaxation, novelty is judged again on the relaxed geometry, as MatterGen does
+  (relaxation can move a sample onto a known crystal): ``novel_relaxed`` against the
+  training split (the literature's reference), ``novel_known`` against every split of
+  every data set the campaign curated (built-in, combined, the user's): the strict one;
+  ``known_as`` names the crystal matched, ``known_composition`` flags a reduced formula
+  that is in the MP hull table;
+- MSUN: metastable (e_above_hull <= ``stable_threshold``, 0.1 eV/atom), unique, novel and
+  novel against everything known; SUN the same at e_above_hull <= 0 (the pair recent
+  papers report; LeMat-GenBench counts the band 0 < E_hull <= 0.1 apart: ``metastable``);
+- confirmed: an MSUN row relaxed again by the confirming MLIP (``confirm``) to its own
+  convergence and still within the threshold on the same hull; ``msun_confirmed`` and
+  ``sun_confirmed`` need both potentials to agree. ``candidate`` is what later stages
+  take: ``msun_confirmed`` when a confirming MLIP is configured, else ``msun``.
 Every row is kept; ``drop_reason`` names the first step it failed, and ``funnel``
 counts each step in order, with rates over all generated structures.
 """
@@ -28,17 +39,18 @@ import numpy as np
 import pandas as pd
 
 from onnes.crystals import row_problems
-from onnes.matching import Tolerances, find_duplicates, find_known, reduced_formulas
+from onnes.matching import Tolerances, find_duplicates, find_known, find_matches, reduced_formulas
 from onnes.screen.validity import compositional_validity, structural_validity
 
 log = logging.getLogger(__name__)
 
-STEPS = ("generated", "valid", "unique", "novel", "relaxed", "sun")
+STEPS = ("generated", "valid", "unique", "novel", "relaxed", "converged", "msun")
 # The whole campaign's funnel, as the report and its figures count it: the screening
 # steps, then candidates the Tc predictor ranked and candidates DFT verified.
-CAMPAIGN_STEPS = (*STEPS, "tc_ranked", "dft_verified")
+CAMPAIGN_STEPS = (*STEPS, "confirmed", "tc_ranked", "dft_verified")
 MATCH_STEPS = STEPS[:4]
-FINISHED = ("converged", "max_steps", "rejected_early")  # relaxation statuses with an energy and a geometry
+# relaxation statuses with an energy and a geometry
+FINISHED = ("converged", "max_steps", "rejected_early", "diverged")
 
 
 def screen(samples: pd.DataFrame, reference: pd.DataFrame, settings: dict, workers: int = 1
@@ -88,14 +100,14 @@ def select_for_relaxation(table: pd.DataFrame, select: str, max_structures: int 
     return chosen if max_structures is None else chosen.head(max_structures)
 
 
-def finish(matched: pd.DataFrame, relaxed: pd.DataFrame, stability: pd.DataFrame, settings: dict
-           ) -> tuple[pd.DataFrame, dict]:
-    """Join relaxation and hull results to the matched table; S.U.N. and the full funnel.
-
-    ``relaxed`` holds relaxation results (``id``, energies, status, relaxed structure);
-    ``stability`` holds hull results with the same index as ``relaxed``. Relaxed
-    geometries replace the generated ones; the generated ones stay as ``*_generated``.
-    """
+def judge_prerelaxed(matched: pd.DataFrame, relaxed: pd.DataFrame, stability: pd.DataFrame,
+                     train: pd.DataFrame, known: pd.DataFrame, known_formulas: set[str], settings: dict,
+                     workers: int = 1) -> pd.DataFrame:
+    """The matched table after the pre-relaxation: relaxation and hull results joined,
+    relaxed geometries in the crystal columns (the generated ones as ``*_generated``),
+    novelty judged again on the relaxed geometry, and the pre-relaxation verdicts
+    (``stable``, ``msun``, ``sun``, ...). ``stability`` holds hull results with the same
+    index as ``relaxed``; ``known`` every structure the campaign knows."""
     table = matched.copy()
     results = relaxed.join(stability).set_index("id")
     geometry = ["frac_coords", "lattice"]
@@ -105,54 +117,193 @@ def finish(matched: pd.DataFrame, relaxed: pd.DataFrame, stability: pd.DataFrame
     table = table.join(results[extra], on="id")
     has_geometry = table.id.isin(results.index[results.relax_status.isin(FINISHED)])
     for column in geometry:
-        relaxed_geometry = table.id.map(results[column]) if column in results else None
-        if relaxed_geometry is not None:
-            table.loc[has_geometry, column] = relaxed_geometry[has_geometry]
-    threshold = settings["stable_threshold"]
+        if column in results:
+            table.loc[has_geometry, column] = table.id.map(results[column])[has_geometry]
+    status = table.get("relax_status", pd.Series(None, index=table.index, dtype=object))
     e_hull = table.get("e_above_hull", pd.Series(np.nan, index=table.index)).astype(float)
     table["relaxed"] = has_geometry
-    early = table.get("relax_status", pd.Series(None, index=table.index)).eq("rejected_early")
-    table["stable"] = table.relaxed & ~early & (e_hull <= threshold)
+    table["converged"] = has_geometry & status.eq("converged")
+
+    # novelty on the relaxed geometry: against the training split, and against everything known
+    tol = Tolerances(**settings["matcher"])
+    judged = table[table.relaxed & table.unique & table.novel]
+    in_train = find_matches(judged, _sane(train, "train"), tol, workers)
+    in_known = find_matches(judged, _sane(known, "known"), tol, workers)
+    table["novel_relaxed"] = table.id.isin(judged.id) & ~table.id.isin(in_train.keys())
+    table["novel_known"] = table.id.isin(judged.id) & ~table.id.isin(in_known.keys())
+    table["known_as"] = table.id.map(in_known)
+    table["known_composition"] = table.formula.isin(known_formulas)
+
+    threshold = settings["stable_threshold"]
+    table["stable"] = table.converged & (e_hull <= threshold)
     table["stable_strict"] = table.stable & (e_hull <= 0.0)
-    table["sun"] = table.stable & table.unique & table.novel
-    selected_rows = table.id.isin(relaxed.id)
+    table["msun"] = table.stable & table.unique & table.novel & table.novel_known
+    table["sun"] = table.msun & table.stable_strict
+
     reasons = table.drop_reason.copy()
     tail = table.novel & reasons.isna()
-    reasons[tail & ~selected_rows] = "not_selected_for_relaxation"
-    reasons[tail & selected_rows & ~table.relaxed] = "relax_" + table.relax_status.fillna("missing").astype(str)
+    selected = table.id.isin(relaxed.id)
+    reasons[tail & ~selected] = "not_selected_for_relaxation"
+    reasons[tail & selected & ~table.relaxed] = "relax_" + status.fillna("missing").astype(str)
     no_hull = table.relaxed & e_hull.isna()
-    reasons[tail & no_hull] = "no_hull_reference"
-    reasons[tail & table.relaxed & ~no_hull & ~table.stable] = "unstable"
-    reasons[tail & early] = "rejected_early"
+    reasons[tail & table.relaxed & ~table.converged] = "relax_" + status.astype(str)  # max_steps, diverged, ...
+    reasons[tail & status.eq("rejected_early")] = "rejected_early"
+    reasons[tail & table.converged & no_hull] = "no_hull_reference"
+    reasons[tail & table.converged & ~no_hull & ~table.stable] = "unstable"
+    reasons[tail & table.stable & ~table.novel_known] = "known_after_relaxation"
     table["drop_reason"] = reasons
-    funnel = funnel_counts(table, STEPS)
-    selected = int(selected_rows.sum())
+    return table
+
+
+def _sane(reference: pd.DataFrame, name: str) -> pd.DataFrame:
+    problems = row_problems(reference).reason
+    if problems.notna().any():  # novelty is judged against sane rows only
+        log.warning("%s reference: %d rows that describe no crystal left out (%s)", name, problems.notna().sum(),
+                    problems.value_counts().to_dict())
+        return reference[problems.isna()]
+    return reference
+
+
+CONFIRM_COLUMNS = ("relax_status", "relax_error", "energy", "energy_per_atom", "mlip", "fmax", "relax_steps",
+                   "frac_coords", "lattice", "e_form_per_atom", "e_above_hull", "decomposition", "hull_status")
+
+
+def finish(prerelaxed: pd.DataFrame, settings: dict, confirmed: pd.DataFrame | None = None,
+           confirmed_stability: pd.DataFrame | None = None, protocol: dict | None = None
+           ) -> tuple[pd.DataFrame, dict]:
+    """The screened table and its funnel: the pre-relaxation verdicts of
+    :func:`judge_prerelaxed`, the confirming relaxation's results (``confirmed``, hull
+    results in ``confirmed_stability``, same index) as ``confirm_*`` columns, SUN and MSUN
+    at both levels with intervals, and the ``protocol`` they were measured under."""
+    table = prerelaxed.copy()
+    threshold = settings["stable_threshold"]
+    confirming = confirmed is not None
+    if confirming:
+        results = confirmed.join(confirmed_stability).set_index("id")
+        for column in CONFIRM_COLUMNS:
+            table[f"confirm_{column}"] = table.id.map(results[column]) if column in results else None
+        e_confirm = table.confirm_e_above_hull.astype(float)
+        table["confirm_converged"] = table.confirm_relax_status.eq("converged")
+        table["msun_confirmed"] = table.msun & table.confirm_converged & (e_confirm <= threshold)
+        table["sun_confirmed"] = table.sun & table.msun_confirmed & (e_confirm <= 0.0)
+        reasons = table.drop_reason.copy()
+        sampled = table.id.isin(results.index)
+        reasons[table.msun & ~sampled] = "not_selected_for_confirmation"
+        reasons[table.msun & sampled & ~table.confirm_converged] = \
+            "confirm_" + table.confirm_relax_status.fillna("missing").astype(str)
+        reasons[table.msun & table.confirm_converged & ~table.msun_confirmed] = "unstable_confirmed"
+        table["drop_reason"] = reasons
+    table["candidate"] = table.msun_confirmed if confirming else table.msun
+    steps = (*STEPS, "confirmed") if confirming else STEPS
+    funnel = funnel_counts(table.assign(confirmed=table.get("msun_confirmed")), steps)
     funnel["relaxation"] = {
-        "select": settings["select"], "selected": selected,
+        "select": settings["select"], "selected": int(table.relax_status.notna().sum()),
         "status": table.relax_status.dropna().value_counts().to_dict(),
-        "converged": int(table["relax_converged"].eq(True).sum()) if "relax_converged" in table else 0,
         "hull_status": table.hull_status.dropna().value_counts().to_dict(),
     }
-    total = len(table)
-    relaxed_novel = table.relaxed & table.novel
-    stable_fraction = float(table.sun[relaxed_novel].mean()) if relaxed_novel.any() else 0.0
-    funnel["stability"] = {
-        "stable_threshold": threshold,
-        "stable": int(table.stable.sum()), "stable_strict": int(table.stable_strict.sum()),
-        "sun": int(table.sun.sum()), "sun_strict": int((table.sun & table.stable_strict).sum()),
-        "stable_rate": table.stable.sum() / total if total else 0.0,
-        "sun_rate": table.sun.sum() / total if total else 0.0,
-        "sun_strict_rate": (table.sun & table.stable_strict).sum() / total if total else 0.0,
-        # When relaxation took only a sample of the novel structures, this estimate
-        # scales the stable fraction of that sample by the novelty rate.
-        "sun_rate_estimated": funnel["rates"]["novel"] * stable_fraction,
-        # Its 95 % interval: Wilson's score interval of the sample's stable fraction, scaled alike.
-        "sun_rate_estimated_ci95": [funnel["rates"]["novel"] * bound for bound in
-                                    wilson_interval(int(table.sun[relaxed_novel].sum()), int(relaxed_novel.sum()))],
-        "relaxed_novel": int(relaxed_novel.sum()),
-        "median_e_above_hull": float(e_hull[table.relaxed].median()) if table.relaxed.any() else None,
-    }
+    funnel["stability"] = stability_summary(table, threshold, confirming)
+    funnel["protocol"] = protocol or {}
     return table, funnel
+
+
+def _level(count: int, sample: int, novel_rate: float) -> dict:
+    """A fraction of the relaxed novel sample with its Wilson interval, and the rate over
+    all generated structures it implies (the sample's fraction times the novelty rate,
+    exact when every novel structure was relaxed)."""
+    fraction = count / sample if sample else 0.0
+    low, high = wilson_interval(count, sample)
+    return {"count": int(count), "fraction": fraction, "fraction_ci95": [low, high],
+            "rate": novel_rate * fraction, "rate_ci95": [novel_rate * low, novel_rate * high]}
+
+
+def _confirmed_level(passed: int, sampled: int, pre: int, sample: int, novel_rate: float) -> dict:
+    """A confirmed fraction of the relaxed novel sample when only ``sampled`` of the ``pre``
+    pre-relaxation rows were confirmed: (pre / sample) x (passed / sampled), with the
+    product's interval by the MOVER method on the log scale (Donner & Zou, Stat. Methods
+    Med. Res. 21, 347, 2012) from both Wilson intervals. Exact Wilson when all were confirmed."""
+    if sampled >= pre:
+        return {**_level(passed, sample, novel_rate), "confirmed_of": [int(sampled), int(pre)]}
+    p1, p2 = (pre / sample if sample else 0.0), (passed / sampled if sampled else 0.0)
+    (l1, u1), (l2, u2) = wilson_interval(pre, sample), wilson_interval(passed, sampled)
+    fraction = p1 * p2
+    if fraction > 0:
+        log1, log2 = np.log(p1), np.log(p2)
+        low = np.exp(log1 + log2 - np.hypot(log1 - np.log(max(l1, 1e-300)), log2 - np.log(max(l2, 1e-300))))
+        high = np.exp(log1 + log2 + np.hypot(np.log(u1) - log1, np.log(u2) - log2))
+    else:  # nothing passed: the upper bound of the product of the upper bounds
+        low, high = 0.0, u1 * u2
+    # what the interval would be had every pre-relaxation row been confirmed at this pass rate
+    uncapped = wilson_interval(int(round(fraction * sample)), sample)
+    return {"count": int(passed), "fraction": fraction, "fraction_ci95": [float(low), float(min(high, 1.0))],
+            "rate": novel_rate * fraction, "rate_ci95": [novel_rate * low, novel_rate * min(high, 1.0)],
+            "confirmed_of": [int(sampled), int(pre)], "fraction_ci95_if_all_confirmed": list(uncapped)}
+
+
+def stability_summary(table: pd.DataFrame, threshold: float, confirming: bool) -> dict:
+    """SUN and MSUN (and the metastable band between) over the relaxed novel sample, at
+    the pre-relaxation level and, when confirming, the confirmed level; relaxation
+    outcomes counted apart; the two MLIPs' agreement."""
+    e_hull = table.e_above_hull.astype(float)
+    total = len(table)
+    sample = table.relaxed & table.unique & table.novel  # the relaxed novel structures
+    n_sample = int(sample.sum())
+    novel_rate = float(table.novel.sum()) / total if total else 0.0
+    metastable = table.msun & ~table.sun
+    status = table.relax_status
+    out = {
+        "stable_threshold": threshold,
+        "relaxed_novel": n_sample,
+        "converged": int((sample & table.converged).sum()),
+        "unconverged": int((sample & status.eq("max_steps")).sum()),
+        "unconverged_within_threshold": int((sample & status.eq("max_steps") & (e_hull <= threshold)).sum()),
+        "rejected_early": int((sample & status.eq("rejected_early")).sum()),
+        "diverged": int((sample & status.eq("diverged")).sum()),
+        "known_after_relaxation": int((sample & table.stable & ~table.novel_known).sum()),
+        "known_composition_among_msun": int((table.msun & table.known_composition).sum()),
+        "stable": int(table.stable.sum()), "stable_strict": int(table.stable_strict.sum()),
+        "median_e_above_hull": float(e_hull[table.converged].median()) if table.converged.any() else None,
+        "pre_relaxation": {
+            "sun": _level(int(table.sun.sum()), n_sample, novel_rate),
+            "msun": _level(int(table.msun.sum()), n_sample, novel_rate),
+            "metastable": _level(int(metastable.sum()), n_sample, novel_rate),
+            # the literature's looser novelty (training split only), for papers that use it
+            "msun_train_novelty": _level(int((table.stable & table.unique & table.novel_relaxed).sum()),
+                                         n_sample, novel_rate),
+        },
+    }
+    if confirming:
+        sampled = table.confirm_relax_status.notna()
+        confirmed_metastable = table.msun_confirmed & ~table.sun_confirmed
+        n_msun, n_sun = int(table.msun.sum()), int(table.sun.sum())
+        out["confirmed"] = {
+            "sun": _confirmed_level(int(table.sun_confirmed.sum()), int((sampled & table.sun).sum()), n_sun,
+                                    n_sample, novel_rate),
+            "msun": _confirmed_level(int(table.msun_confirmed.sum()), int(sampled.sum()), n_msun, n_sample,
+                                     novel_rate),
+            "metastable": _confirmed_level(int(confirmed_metastable.sum()), int(sampled.sum()), n_msun, n_sample,
+                                           novel_rate),
+            "sampled": int(sampled.sum()),
+            "converged": int(table.confirm_converged.sum()),
+            "status": table.confirm_relax_status.dropna().value_counts().to_dict(),
+        }
+        out["agreement"] = agreement(table[sampled & table.confirm_converged], threshold)
+    return out
+
+
+def agreement(both: pd.DataFrame, threshold: float) -> dict:
+    """The two MLIPs on the rows both relaxed to convergence: 2 x 2 counts at E_hull <= 0
+    and at the threshold (pre-relaxation rows, confirming columns), and the energy shifts."""
+    pre, confirm = both.e_above_hull.astype(float), both.confirm_e_above_hull.astype(float)
+    shift = (confirm - pre).dropna()
+
+    def table_at(limit: float) -> dict:
+        a, b = pre <= limit, confirm <= limit
+        return {"both": int((a & b).sum()), "pre_only": int((a & ~b).sum()), "confirm_only": int((~a & b).sum()),
+                "neither": int((~a & ~b).sum())}
+
+    return {"rows": int(len(both)), "at_0": table_at(0.0), f"at_{threshold:g}": table_at(threshold),
+            "shift_median": float(shift.median()) if len(shift) else None,
+            "shift_mean_abs": float(shift.abs().mean()) if len(shift) else None}
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:

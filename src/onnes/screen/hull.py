@@ -43,30 +43,44 @@ def elemental_potentials(path: str | Path) -> dict[str, float]:
     return {symbol: ComputedEntry.from_dict(d).energy_per_atom for symbol, d in entries.items()}
 
 
-def mp2020_corrected_energy(structure: Structure, energy: float, parameters: dict | None = None) -> float:
-    """Total energy with MP2020 anion and GGA/GGA+U mixing corrections (Wang et al.,
-    Sci. Rep. 11, 15496, 2021), for raw VASP energies computed with MP settings.
-
-    Without ``parameters`` the run type follows MP's input sets: GGA+U with MP's U values
-    for oxides and fluorides of Co, Cr, Fe, Mn, Mo, Ni, V, W; GGA otherwise.
-    """
-    from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
+def mp_run_parameters(composition: Composition) -> dict:
+    """The run type MP's input sets give a composition: GGA+U with MP's U values for
+    oxides and fluorides of Co, Cr, Fe, Mn, Mo, Ni, V, W; GGA otherwise."""
     from pymatgen.io.vasp.sets import MPRelaxSet
 
-    if parameters is None:
-        symbols = {el.symbol for el in structure.composition}
-        anion = "O" if "O" in symbols else "F" if "F" in symbols else None
-        u_values = MPRelaxSet.CONFIG["INCAR"]["LDAUU"].get(anion, {}) if anion else {}
-        hubbards = {el: u for el, u in u_values.items() if el in symbols}
-        parameters = {"run_type": "GGA+U" if hubbards else "GGA", "hubbards": hubbards,
-                      "is_hubbard": bool(hubbards)}
-    entry = ComputedStructureEntry(structure, energy, parameters=parameters)
+    symbols = {el.symbol for el in composition}
+    anion = "O" if "O" in symbols else "F" if "F" in symbols else None
+    u_values = MPRelaxSet.CONFIG["INCAR"]["LDAUU"].get(anion, {}) if anion else {}
+    hubbards = {el: u for el, u in u_values.items() if el in symbols}
+    return {"run_type": "GGA+U" if hubbards else "GGA", "hubbards": hubbards, "is_hubbard": bool(hubbards)}
+
+
+def _mp2020_processed(entry: ComputedEntry) -> ComputedEntry:
+    from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         processed = MaterialsProject2020Compatibility(check_potcar=False).process_entry(entry)
     if processed is None:
-        raise ValueError(f"MP2020 compatibility rejected {structure.composition.reduced_formula}")
-    return processed.energy
+        raise ValueError(f"MP2020 compatibility rejected {entry.composition.reduced_formula}")
+    return processed
+
+
+def mp2020_corrected_energy(structure: Structure, energy: float, parameters: dict | None = None) -> float:
+    """Total energy with MP2020 anion and GGA/GGA+U mixing corrections (Wang et al.,
+    Sci. Rep. 11, 15496, 2021), for raw GGA/GGA+U energies computed with MP settings
+    (VASP, or an MLIP trained on them). Without ``parameters`` the run type follows MP's
+    input sets (:func:`mp_run_parameters`)."""
+    parameters = parameters or mp_run_parameters(structure.composition)
+    return _mp2020_processed(ComputedStructureEntry(structure, energy, parameters=parameters)).energy
+
+
+def mp2020_correction_per_atom(composition: Composition) -> float:
+    """The MP2020 correction per atom (eV, usually negative) of a composition without its
+    structure (oxide anions taken as plain oxide): what lifts a raw energy's hull
+    reference off the corrected hull, for early rejection of raw-footing relaxations."""
+    entry = ComputedEntry(composition, 0.0, parameters=mp_run_parameters(composition))
+    return _mp2020_processed(entry).correction / composition.num_atoms
 
 
 def element_counts(species) -> dict[str, int]:
@@ -186,10 +200,13 @@ class ConvexHull:
         return e_form_per_atom - e_hull, " + ".join(sorted(name for name, _ in phases))
 
 
-def evaluate_stability(table: pd.DataFrame, hull: ConvexHull, energy_column: str = "energy_chgnet"
-                       ) -> pd.DataFrame:
+def evaluate_stability(table: pd.DataFrame, hull: ConvexHull, footing: str = "mp2020",
+                       energy_column: str = "energy") -> pd.DataFrame:
     """Formation energy, e_above_hull, decomposition and ``hull_status`` for each row of a
-    relaxed crystal table (rows without an energy get status ``no_energy``)."""
+    relaxed crystal table, its energies on the MLIP's ``footing`` (raw energies get the
+    MP2020 corrections first); rows without an energy get status ``no_energy``."""
+    from onnes.crystals import to_structure
+
     out = {"e_form_per_atom": [], "e_above_hull": [], "decomposition": [], "hull_status": []}
     for _, row in table.iterrows():
         energy = row.get(energy_column)
@@ -202,7 +219,12 @@ def evaluate_stability(table: pd.DataFrame, hull: ConvexHull, energy_column: str
             missing = hull.missing(composition)
             if missing:
                 status = "missing_reference: " + ",".join(missing)
-            else:
+            if status == "ok" and footing == "raw":
+                try:
+                    energy = mp2020_corrected_energy(to_structure(row), float(energy))
+                except ValueError as exc:  # MP2020 compatibility refused the entry
+                    status = f"no_correction: {exc}"
+            if status == "ok":
                 e_form = hull.formation_energy(composition, float(energy))
                 e_hull, products = hull.e_above_hull(composition, e_form)
         out["e_form_per_atom"].append(e_form)

@@ -1,23 +1,25 @@
-"""Batched CHGNet pre-relaxation with in-flight batching and early rejection.
+"""Batched relaxation with any MLIP (:mod:`onnes.mlip`), in-flight batching and early rejection.
 
 The algorithm per structure is chgnet's ``StructOptimizer``: FIRE on positions and cell
 through a Frechet cell filter, converged when the largest generalised force is below
-``fmax`` (eV/A), CHGNet 0.3.0 (Deng et al., Nat. Mach. Intell. 5, 1031, 2023) for
-energies, forces and stresses. What differs is the bookkeeping around it:
+``fmax`` (eV/A); the MLIP (CHGNet, SevenNet, ...) gives energies, forces and stresses
+and nothing else. What differs from relaxing one structure at a time is the
+bookkeeping around it:
 
-- in-flight batching: every CHGNet call runs on a batch filled up to ``batch_atoms``
+- in-flight batching: every MLIP call runs on a batch filled up to ``batch_atoms``
   atoms; a structure that converges, reaches ``max_steps`` or is rejected leaves at once
   and the next queued structure takes its place, so no call runs on a half-empty tail;
-- one backward pass for forces and stresses, graphs built from arrays
-  (:mod:`onnes.screen.chgnet_batch`), FIRE vectorised over the batch
-  (:mod:`onnes.screen.fire`);
+- FIRE vectorised over the batch (:mod:`onnes.screen.fire`); the MLIP batches its own
+  network call (CHGNet: :mod:`onnes.screen.chgnet_batch`);
 - early rejection (:class:`EarlyRejection`): after ``reject_after`` steps a structure
   whose energy is still far above the convex hull of its chemical system (by a margin
   that tightens later in the relaxation), or whose cell is blowing up, stops as
-  ``rejected_early`` with the figure that decided it.
+  ``rejected_early`` with the figure that decided it; at any step, a structure whose
+  energy falls far *below* the hull (a potential driven into a nonphysical region,
+  e.g. atoms collapsing) stops as ``diverged``.
 
 Finished structures are written every ``chunk_size`` results to ``parts/`` (atomically);
-a killed job resumes with the structures no part holds. A structure CHGNet cannot take
+a killed job resumes with the structures no part holds. A structure the MLIP cannot take
 (non-finite coordinates, an element it does not know, too many atoms, isolated atoms)
 is recorded with a reason.
 """
@@ -40,13 +42,15 @@ from tqdm import tqdm
 
 from onnes.crystals import read_table, row_arrays, row_problem, write_table
 from onnes.io import read_parquet
-from onnes.screen.chgnet_batch import crystal_graph, energies_forces_stresses
+from onnes.mlip import MLIP, load_mlip
 from onnes.screen.fire import BatchFire
 
 log = logging.getLogger(__name__)
-CHGNET_MAX_Z = 94
-RESULT_COLUMNS = ["id", "relax_status", "relax_error", "energy_chgnet", "energy_chgnet_per_atom", "fmax",
+RESULT_COLUMNS = ["id", "relax_status", "relax_error", "energy", "energy_per_atom", "mlip", "mlip_version", "fmax",
                   "relax_steps", "relax_converged", "species", "frac_coords", "lattice"]
+# Without a hull reference, an energy below this (eV/atom) is nonphysical: the lowest
+# DFT energies per atom in the Materials Project are about -13 eV/atom (W, Re, Os).
+DIVERGED_FLOOR = -30.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class RelaxSettings:
     reject_above_hull: float | None  # eV/atom above the hull; None: never on energy
     reject_later: tuple[tuple[int, float], ...]  # (from step, tighter margin) pairs
     reject_volume_ratio: float  # cell volume grown or shrunk by more than this factor
+    diverged_below_hull: float | None  # eV/atom below the hull: nonphysical, stops as diverged
 
     @classmethod
     def from_config(cls, relax: dict, **overrides) -> "RelaxSettings":
@@ -88,7 +93,7 @@ class RelaxSettings:
 class EarlyRejection:
     """Decides, after ``reject_after`` steps, that a structure is not worth relaxing on.
 
-    ``reference_energy(species)`` gives the energy per atom (CHGNet's MP2020 footing) of the
+    ``reference_energy(species)`` gives the energy per atom (on the MLIP's footing) of the
     hull at the structure's composition, or None when the hull cannot say (an element
     without a reference). The margin above that hull tightens as the relaxation goes on
     (``reject_above_hull`` from ``reject_after``, then each ``reject_later`` pair): energies
@@ -119,6 +124,22 @@ class EarlyRejection:
             return None
         return min([s.reject_above_hull] + [margin for after, margin in s.reject_later if step >= after])
 
+    def diverged(self, energy_per_atom, hull_reference) -> list[str | None]:
+        """Why each structure's energy is nonphysical (far below the hull, or below
+        DIVERGED_FLOOR where no hull reference exists), or None. No known compound lies
+        more than a few tenths of an eV/atom below the MP hull; a potential pushed out of
+        its training domain (atoms collapsing onto each other) can fall without bound."""
+        below = self.settings.diverged_below_hull
+        out: list[str | None] = []
+        for e, ref in zip(energy_per_atom, hull_reference):
+            if below is not None and np.isfinite(ref) and e - ref < -below:
+                out.append(f"energy {e - ref:.3g} eV/atom below the hull (limit {below})")
+            elif e < DIVERGED_FLOOR:
+                out.append(f"energy {e:.3g} eV/atom below {DIVERGED_FLOOR}")
+            else:
+                out.append(None)
+        return out
+
     def reasons(self, steps, energy_per_atom, hull_reference, volume_ratio) -> list[str | None]:
         s = self.settings
         out: list[str | None] = []
@@ -133,29 +154,14 @@ class EarlyRejection:
         return out
 
 
-# The CHGNet weights the hull's energy footing was checked with (MP2020-compatible
-# energies against the MP-20 references, README "Screening"); chgnet's default may move.
-CHGNET_MODEL = "0.3.0"
-
-
-def load_chgnet(device: str = "cpu"):
-    from chgnet.model import CHGNet
-
-    model = CHGNet.load(model_name=CHGNET_MODEL, verbose=False, use_device=device)
-    model.eval()
-    for parameter in model.parameters():  # inference only: the backward pass skips weight gradients (-7 % a step)
-        parameter.requires_grad_(False)
-    return model
-
-
-def _reject(row, max_atoms: int) -> str | None:
+def _reject(row, max_atoms: int, mlip: MLIP) -> str | None:
     problem = row_problem(row)  # the row check every command shares
     if problem:
         return f"{problem[0]}: {problem[1]}"
     species = np.asarray(row["species"])
-    outside = species[(species < 1) | (species > CHGNET_MAX_Z)]
-    if len(outside):
-        return f"element Z={int(outside[0])} outside CHGNet's range 1..{CHGNET_MAX_Z}"
+    unknown = mlip.unknown_elements(species)
+    if unknown:
+        return f"element Z={unknown[0]} unknown to {mlip.name}"
     if len(species) > max_atoms:
         return f"{len(species)} atoms > relax max_atoms {max_atoms}"
     return None
@@ -172,17 +178,18 @@ def _result(row_id, status, error=None, **values) -> dict:
             **values}
 
 
-def auto_batch_atoms(model, sample: list, device: str) -> int:
+def auto_batch_atoms(mlip: MLIP, sample: list, atoms: int) -> int:
     """Atoms per call that fill about half the free GPU memory, from one probe call
-    on ``sample`` (graphs); 1024 on CPU, where larger batches stop paying (benchmarks/relax.py)."""
+    on ``sample`` (prepared cells of ``atoms`` atoms in all); 1024 on CPU, where larger
+    batches stop paying (benchmarks/relax.py)."""
     import torch
 
-    if device != "cuda" or not sample:
+    if not str(mlip.device).startswith("cuda") or not sample:
         return 1024
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
-    energies_forces_stresses(model, sample)
-    per_atom = (torch.cuda.max_memory_allocated() - before) / sum(len(g.atomic_number) for g in sample)
+    mlip.evaluate(sample)
+    per_atom = (torch.cuda.max_memory_allocated() - before) / atoms
     free, _ = torch.cuda.mem_get_info()
     return max(256, int(0.5 * free / max(per_atom, 1.0)))
 
@@ -210,7 +217,7 @@ class _Members:
             setattr(self, name, getattr(self, name)[mask])
 
 
-def relax_rows(model, table: pd.DataFrame, settings: RelaxSettings, reference_energy=None,
+def relax_rows(mlip: MLIP, table: pd.DataFrame, settings: RelaxSettings, reference_energy=None,
                on_finished: Callable[[list[dict]], None] | None = None, trace: list | None = None) -> pd.DataFrame:
     """Relax every row of ``table``; one result row per input row, in table order.
 
@@ -221,12 +228,14 @@ def relax_rows(model, table: pd.DataFrame, settings: RelaxSettings, reference_en
     and step (the data early rejection is tuned on).
     """
     rejection = EarlyRejection(settings, reference_energy)
+    described = mlip.describe()
+    version = f"{described['package']}, {described['weights']}"
     rows = table.reset_index(drop=True)
     results: list[dict | None] = [None] * len(rows)
     queue: deque[int] = deque()
     arrays = {}
     for i, row in rows.iterrows():
-        reason = _reject(row, settings.max_atoms)
+        reason = _reject(row, settings.max_atoms, mlip)
         if reason:
             results[i] = _result(row["id"], "rejected", reason)
         else:
@@ -236,10 +245,10 @@ def relax_rows(model, table: pd.DataFrame, settings: RelaxSettings, reference_en
         on_finished([r for r in results if r is not None])
     budget = settings.batch_atoms
     if budget is None and queue:
-        device = str(next(model.parameters()).device)
-        probe = [crystal_graph(model, *arrays[queue[k]]) for k in range(min(16, len(queue)))]
-        budget = auto_batch_atoms(model, probe, device)
-        log.info("batch sized to %d atoms per CHGNet call", budget)
+        first = [queue[k] for k in range(min(16, len(queue)))]
+        budget = auto_batch_atoms(mlip, [mlip.prepare(*arrays[i]) for i in first],
+                                  sum(len(arrays[i][0]) for i in first))
+        log.info("batch sized to %d atoms per %s call", budget, mlip.name)
 
     fire, members = BatchFire(relax_cell=settings.relax_cell), _Members()
 
@@ -261,23 +270,24 @@ def relax_rows(model, table: pd.DataFrame, settings: RelaxSettings, reference_en
         for k, i in enumerate(members.row):
             try:
                 frac = np.linalg.solve(cells[k].T, positions[k].T).T
-                graphs.append(crystal_graph(model, arrays[i][0], frac, cells[k]))
+                graphs.append(mlip.prepare(arrays[i][0], frac, cells[k]))
             except Exception as exc:  # isolated atoms, singular cells
                 usable[k] = False
-                finished.append(_result(rows.id[i], "failed", f"CHGNet graph: {type(exc).__name__}: {exc}"[:200],
+                finished.append(_result(rows.id[i], "failed", f"{mlip.name} input: {type(exc).__name__}: {exc}"[:200],
                                         relax_steps=int(members.steps[k])))
                 results[i] = finished[-1]
         if not usable.all():  # failures leave before the network call
             leave(usable)
             cells, positions = cells[usable], [p for p, u in zip(positions, usable) if u]
         if len(members):
-            energy, forces, stresses = energies_forces_stresses(model, graphs)
+            energy, forces, stresses = mlip.evaluate(graphs)
             calls += 1
             atom_part, cell_part = fire.generalised_forces(np.concatenate(forces), stresses)
             fmax = fire.fmax(atom_part, cell_part)
             per_atom = energy / fire.n_atoms
             volume_ratio = np.abs(np.linalg.det(cells)) / members.volume0
             reasons = rejection.reasons(members.steps, per_atom, members.hull_reference, volume_ratio)
+            diverged = rejection.diverged(per_atom, members.hull_reference)
             if trace is not None:
                 trace.extend(zip(rows.id.to_numpy()[members.row], members.steps.tolist(), per_atom.tolist(),
                                  members.hull_reference.tolist(), fmax.tolist(), volume_ratio.tolist()))
@@ -285,7 +295,9 @@ def relax_rows(model, table: pd.DataFrame, settings: RelaxSettings, reference_en
             for k, i in enumerate(members.row):
                 steps = int(members.steps[k])
                 if not (np.isfinite(energy[k]) and np.isfinite(fmax[k])):
-                    status, error = "failed", "non-finite CHGNet energy or forces"
+                    status, error = "failed", f"non-finite {mlip.name} energy or forces"
+                elif diverged[k]:
+                    status, error = "diverged", diverged[k]
                 elif fmax[k] < settings.fmax:
                     status, error = "converged", None
                 elif steps >= settings.max_steps:
@@ -296,7 +308,8 @@ def relax_rows(model, table: pd.DataFrame, settings: RelaxSettings, reference_en
                     continue
                 keep[k] = False
                 values = {} if status == "failed" else dict(
-                    energy_chgnet=float(energy[k]), energy_chgnet_per_atom=float(per_atom[k]), fmax=float(fmax[k]),
+                    energy=float(energy[k]), energy_per_atom=float(per_atom[k]), mlip=mlip.name, mlip_version=version,
+                    fmax=float(fmax[k]),
                     **_geometry(arrays[i][0], positions[k], cells[k]))
                 finished.append(_result(rows.id[i], status, error, relax_steps=steps, **values))
                 results[i] = finished[-1]
@@ -310,23 +323,23 @@ def relax_rows(model, table: pd.DataFrame, settings: RelaxSettings, reference_en
             on_finished(finished)
     progress.close()
     seconds = time.perf_counter() - started
-    log.info("relaxed %d structures in %.1f s (%.2f structures/s), %d CHGNet calls", len(rows), seconds,
-             len(rows) / max(seconds, 1e-9), calls)
+    log.info("relaxed %d structures in %.1f s (%.2f structures/s), %d %s calls", len(rows), seconds,
+             len(rows) / max(seconds, 1e-9), calls, mlip.name)
     return pd.DataFrame(results, columns=RESULT_COLUMNS)
 
 
-def _parts_fingerprint(table: pd.DataFrame, settings: RelaxSettings) -> str:
+def _parts_fingerprint(table: pd.DataFrame, settings: RelaxSettings, mlip: str) -> str:
     return json.dumps({"ids": hashlib.sha256("\n".join(map(str, table.id)).encode()).hexdigest(),
-                       "settings": asdict(settings)}, sort_keys=True)
+                       "settings": asdict(settings), "mlip": mlip}, sort_keys=True)
 
 
-def relax_table(model, table: pd.DataFrame, out_dir: str | Path, settings: RelaxSettings,
+def relax_table(mlip: MLIP, table: pd.DataFrame, out_dir: str | Path, settings: RelaxSettings,
                 reference_energy=None) -> pd.DataFrame:
     """Relax ``table`` with results written in parts under ``out_dir/parts`` as they
     finish; a rerun after a kill relaxes only what no part holds. Parts from other rows
     or settings are discarded."""
     parts_dir = Path(out_dir) / "parts"
-    fingerprint = _parts_fingerprint(table, settings)
+    fingerprint = _parts_fingerprint(table, settings, mlip.name if mlip is not None else "")
     stamp = parts_dir / "fingerprint.json"
     if parts_dir.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
         log.info("relaxation settings or rows changed; discarding finished parts in %s", parts_dir)
@@ -356,7 +369,7 @@ def relax_table(model, table: pd.DataFrame, out_dir: str | Path, settings: Relax
         flush()
 
     if len(todo):
-        relax_rows(model, todo, settings, reference_energy, on_finished)
+        relax_rows(mlip, todo, settings, reference_energy, on_finished)
         flush(force=True)
     combined = pd.concat(done, ignore_index=True) if done else pd.DataFrame(columns=RESULT_COLUMNS)
     order = {key: k for k, key in enumerate(table.id)}
@@ -369,13 +382,15 @@ def shard_rows(table: pd.DataFrame, shard: int, shards: int) -> pd.DataFrame:
     return table.iloc[bounds[shard]:bounds[shard + 1]]
 
 
-def hull_reference_energy(references: str | Path, elements: str | Path) -> Callable[[np.ndarray], float | None]:
-    """Energy per atom of the convex hull at a composition, on CHGNet's MP2020 footing:
-    the elemental reference energies plus the hull's formation energy (None when an
+def hull_reference_energy(references: str | Path, elements: str | Path, footing: str = "mp2020"
+                          ) -> Callable[[np.ndarray], float | None]:
+    """Energy per atom of the convex hull at a composition, on an MLIP's ``footing``:
+    the elemental reference energies plus the hull's formation energy (MP2020 footing),
+    less the composition's MP2020 correction for a raw-footing MLIP (None when an
     element has no reference). Cached per composition."""
     from pymatgen.core import Composition
 
-    from onnes.screen.hull import ConvexHull, element_counts
+    from onnes.screen.hull import ConvexHull, element_counts, mp2020_correction_per_atom
 
     hull = ConvexHull.from_files(references, elements)
     cache: dict[str, float | None] = {}
@@ -389,32 +404,36 @@ def hull_reference_energy(references: str | Path, elements: str | Path) -> Calla
             else:
                 e_form, _ = hull.hull_energy(composition)
                 cache[key] = e_form + hull.elemental_energy_per_atom(composition)
+                if footing == "raw":
+                    cache[key] -= mp2020_correction_per_atom(composition)
         return cache[key]
 
     return reference
 
 
-def relax_file(table_path: str | Path, out_path: str | Path, settings: RelaxSettings, device: str = "cpu",
-               shard: int = 0, shards: int = 1, select=None, hull_files: tuple[Path, Path] | None = None
-               ) -> pd.DataFrame:
+def relax_file(table_path: str | Path, out_path: str | Path, settings: RelaxSettings, calculator: str = "chgnet",
+               device: str = "cpu", shard: int = 0, shards: int = 1, select=None,
+               hull_files: tuple[Path, Path] | None = None) -> pd.DataFrame:
     """Relax shard ``shard`` of the rows of a crystal table that ``select`` keeps (a
-    function of the table, e.g. a funnel step); work files live beside ``out_path``.
-    ``hull_files`` (hull references, elemental entries) enable rejection on energy."""
+    function of the table, e.g. a funnel step) with the MLIP named ``calculator``; work
+    files live beside ``out_path``. ``hull_files`` (hull references, elemental entries)
+    enable rejection on energy and the divergence check against the hull."""
     table = read_table(table_path)
     if select is not None:
         table = select(table)
     table = shard_rows(table, shard, shards)
-    model = load_chgnet(device) if len(table) else None
-    reference = hull_reference_energy(*hull_files) if hull_files and len(table) else None
-    result = relax_table(model, table, Path(out_path).parent / (Path(out_path).stem + "_work"), settings, reference)
+    mlip = load_mlip(calculator, device) if len(table) else None
+    reference = hull_reference_energy(*hull_files, footing=mlip.footing) if hull_files and len(table) else None
+    result = relax_table(mlip, table, Path(out_path).parent / (Path(out_path).stem + "_work"), settings, reference)
     write_table(result, out_path)
     return result
 
 
 def relax_stage(table_path: str | Path, out_path: str | Path, relax: dict, shard: int = 0,
                 hull_files: tuple[str | Path, str | Path] | None = None) -> pd.DataFrame:
-    """One relaxation job of the workflow: the validated ``relax`` config block decides the
-    rows (``select``, ``max_structures``), the shard split, the device and the threads."""
+    """One pre-relaxation job of the workflow: the validated ``relax`` config block decides
+    the MLIP, the rows (``select``, ``max_structures``), the shard split, the device and
+    the threads."""
     import torch
 
     from onnes.screen.funnel import select_for_relaxation
@@ -425,5 +444,29 @@ def relax_stage(table_path: str | Path, out_path: str | Path, relax: dict, shard
     def select(table):  # a screened table relaxes the rows past the configured step
         return select_for_relaxation(table, step, cap) if step in table else table
 
-    return relax_file(table_path, out_path, RelaxSettings.from_config(relax), device=relax["device"], shard=shard,
-                      shards=relax["shards"], select=select, hull_files=hull_files)
+    return relax_file(table_path, out_path, RelaxSettings.from_config(relax), relax["calculator"],
+                      device=relax["device"], shard=shard, shards=relax["shards"], select=select,
+                      hull_files=hull_files)
+
+
+def confirm_settings(confirm: dict) -> RelaxSettings:
+    """Relaxation settings of the confirming stage: its own fmax, steps and batch; no
+    early rejection on energy (every structure it takes was stable a moment ago), the
+    volume and divergence checks kept."""
+    return RelaxSettings.from_config(confirm, reject_after=0, reject_above_hull=None, reject_later=[])
+
+
+def confirm_stage(table_path: str | Path, out_path: str | Path, confirm: dict,
+                  hull_files: tuple[str | Path, str | Path] | None = None) -> pd.DataFrame:
+    """The confirming relaxation of one source: the rows of a stability table that the
+    pre-relaxation found metastable, unique and novel against everything known (``msun``),
+    the first ``confirm.max_structures`` of them, relaxed again from their pre-relaxed
+    geometry with ``confirm.calculator`` to ``confirm.fmax``."""
+    import torch
+
+    from onnes.screen.funnel import select_for_relaxation
+
+    torch.set_num_threads(confirm["threads"])
+    return relax_file(table_path, out_path, confirm_settings(confirm), confirm["calculator"], device=confirm["device"],
+                      select=lambda table: select_for_relaxation(table, "msun", confirm["max_structures"]),
+                      hull_files=hull_files)

@@ -23,11 +23,17 @@ def summary_row(name: str, funnel: dict, metrics: dict) -> dict:
     for key in ("valid_struct", "valid_comp"):
         row[f"{key}_rate"] = funnel[key] / generated if generated else 0.0
     stability = funnel.get("stability", {})
-    for key in ("stable", "stable_strict", "stable_rate", "sun_rate", "sun_strict_rate", "sun_rate_estimated",
-                "median_e_above_hull"):
+    for key in ("relaxed_novel", "unconverged", "diverged", "known_after_relaxation", "median_e_above_hull"):
         row[key] = stability.get(key)
-    low, high = stability.get("sun_rate_estimated_ci95") or (None, None)
-    row["sun_rate_estimated_low"], row["sun_rate_estimated_high"] = low, high
+    # SUN and MSUN at both levels: count, fraction of the relaxed novel sample with its
+    # 95 % interval, and the implied rate per generated structure
+    for level, label in (("pre_relaxation", "pre"), ("confirmed", "confirmed")):
+        for kind in ("sun", "msun"):
+            entry = stability.get(level, {}).get(kind, {})
+            name = f"{kind}_{label}"
+            low, high = entry.get("fraction_ci95") or (None, None)
+            row.update({name: entry.get("count"), f"{name}_fraction": entry.get("fraction"),
+                        f"{name}_fraction_low": low, f"{name}_fraction_high": high, f"{name}_rate": entry.get("rate")})
     for key in METRIC_COLUMNS:
         row[key] = metrics.get(key)
     return row

@@ -2,8 +2,9 @@
 
 Acquisition (upper confidence bound, Srinivas et al. 2010): a = mean + kappa * spread.
 kappa > 0 favours candidates the predictor is unsure about (exploration), kappa < 0
-the reliably high ones (exploitation). Only S.U.N. candidates (valid, unique, novel,
-relaxed, e_above_hull within the threshold) are ranked; every other row keeps its
+the reliably high ones (exploitation). Only the screen's candidates are ranked (``candidate``:
+metastable, unique and novel against everything known after a converged relaxation, and
+confirmed by the second MLIP when the campaign confirms); every other row keeps its
 ``drop_reason`` and a NaN rank.
 """
 
@@ -30,7 +31,7 @@ def predict_candidates(screened: pd.DataFrame, predictor: TcPredictor) -> pd.Dat
 
 
 def eligible(table: pd.DataFrame, settings: dict) -> np.ndarray:
-    mask = table["sun"].fillna(False).astype(bool).to_numpy()
+    mask = table["candidate"].fillna(False).astype(bool).to_numpy()
     if settings["max_e_above_hull"] is not None:
         mask &= (table["e_above_hull"] <= settings["max_e_above_hull"]).fillna(False).to_numpy()
     if settings["exclude_ood"]:

@@ -4,9 +4,9 @@ for generative models, RAFT: Dong et al., TMLR 2023).
 
 Reward: the Tc predictor's P(Tc > threshold), gated by what a campaign needs of a
 candidate: structurally and compositionally valid, unique, inside the predictor's
-domain, and not relaxed to above the hull margin (relaxed samples train in their
-relaxed geometry, which the screened table's crystal columns hold; samples rejected
-early earn nothing). Drawing samples x ~ p_model with weight P(Tc > T | x)^(1/beta)
+domain, not relaxed to above the hull margin (relaxed samples train in their relaxed
+geometry, which the screened table's crystal columns hold; samples rejected early earn
+nothing), and not refused by the confirming MLIP where it relaxed them. Drawing samples x ~ p_model with weight P(Tc > T | x)^(1/beta)
 targets p_model(x) P(Tc > T | x)^(1/beta): at beta = 1 the model's own distribution
 conditioned on Tc above T, the distribution classifier guidance aims at. Resampling with
 replacement gives a table that the ordinary training loop fits without per-row weights.
@@ -37,6 +37,9 @@ def rewarded(predicted: pd.DataFrame, settings: dict) -> tuple[pd.Series, dict]:
     above_hull = pd.to_numeric(predicted["e_above_hull"], errors="coerce") > settings["max_e_above_hull"]
     rejected = predicted["relax_status"].eq("rejected_early") if "relax_status" in predicted else False
     gates["hull"] = ~(relaxed & (above_hull.fillna(False) | rejected))
+    # a sample the confirming MLIP took and did not confirm earns nothing either
+    if "confirm_relax_status" in predicted:
+        gates["confirmed"] = ~(predicted["confirm_relax_status"].notna() & ~flag(predicted, "msun_confirmed"))
     mask = pd.Series(True, index=predicted.index)
     counts = {"generated": int(len(predicted))}
     for name, gate in gates.items():

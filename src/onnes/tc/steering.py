@@ -6,8 +6,12 @@ counterpart and the training set.
 the expected Tc above T. Denominators (all from one source's own table):
 - validity, novelty: over generated samples;
 - ``vni_frac_above_T``: over valid, novel samples the predictor calls in-domain;
-- ``sun_frac``, ``sun_above_T_frac``: over the novel samples that were relaxed (S.U.N. is
-  only known for those), so the S.U.N. share with predicted Tc above T counts both at once.
+- ``msun_frac``, ``msun_above_T_frac``: over the novel samples that were relaxed (MSUN is
+  only known for those), so the MSUN share with predicted Tc above T counts both at once;
+  MSUN at the pre-relaxation level, with strict novelty (funnel.py);
+- ``confirmed_frac``, ``confirmed_above_T_frac``: the same at the confirmed level, when
+  the confirming MLIP took every pre-relaxation MSUN row of the source (else NaN and
+  ``confirmed_complete`` False: a capped confirmation cannot be compared row by row).
 """
 
 from __future__ import annotations
@@ -33,9 +37,14 @@ def _share(row: dict, name: str, hits: pd.Series, within: pd.Series) -> None:
     row[f"{name}_count"] = count
 
 
+def _nan_share(row: dict, name: str) -> None:
+    row[name] = row[f"{name}_lo"] = row[f"{name}_hi"] = np.nan
+    row[f"{name}_count"] = 0
+
+
 def source_row(name: str, predicted: pd.DataFrame, thresholds: list[float]) -> dict:
     everything = pd.Series(True, index=predicted.index)
-    valid, novel, sun = flag(predicted, "valid"), flag(predicted, "novel"), flag(predicted, "sun")
+    valid, novel, msun = flag(predicted, "valid"), flag(predicted, "novel"), flag(predicted, "msun")
     relaxed_novel = flag(predicted, "relaxed") & novel
     row = {"source": name, "generated": int(len(predicted))}
     _share(row, "validity", valid, everything)
@@ -45,9 +54,19 @@ def source_row(name: str, predicted: pd.DataFrame, thresholds: list[float]) -> d
     for threshold in thresholds:
         _share(row, f"vni_frac_above_{threshold:g}K", predicted_above(predicted, threshold), vni)
     row["relaxed_novel"] = int(relaxed_novel.sum())
-    _share(row, "sun_frac", sun, relaxed_novel)
+    _share(row, "msun_frac", msun, relaxed_novel)
     for threshold in thresholds:
-        _share(row, f"sun_above_{threshold:g}K_frac", sun & predicted_above(predicted, threshold), relaxed_novel)
+        _share(row, f"msun_above_{threshold:g}K_frac", msun & predicted_above(predicted, threshold), relaxed_novel)
+    confirmed = flag(predicted, "msun_confirmed")
+    sampled = predicted["confirm_relax_status"].notna() if "confirm_relax_status" in predicted else None
+    row["confirmed_complete"] = sampled is not None and bool((sampled | ~msun).all())
+    for threshold in (None, *thresholds):
+        key = "confirmed_frac" if threshold is None else f"confirmed_above_{threshold:g}K_frac"
+        hits = confirmed if threshold is None else confirmed & predicted_above(predicted, threshold)
+        if row["confirmed_complete"]:
+            _share(row, key, hits, relaxed_novel)
+        else:
+            _nan_share(row, key)
     tc = pd.to_numeric(predicted.tc_pred_mean, errors="coerce")[valid]
     row["valid_median_expected_tc"] = float(tc.median()) if tc.notna().any() else np.nan
     return row
@@ -79,16 +98,18 @@ def compare(tables: dict[str, pd.DataFrame], training: pd.DataFrame | None, thre
             pairs: dict[str, str]) -> pd.DataFrame:
     """One row per source (+ the training set). ``pairs`` maps a steered source to its
     unconditional counterpart; for those rows the gains (ratios, with Katz intervals) in
-    the valid-novel-in-domain and S.U.N. shares above the first threshold, and the
-    relative loss of validity, are added."""
+    the valid-novel-in-domain, MSUN and confirmed-MSUN shares above the first threshold,
+    and the relative loss of validity, are added."""
     rows = {name: source_row(name, table, thresholds) for name, table in tables.items()}
     first = f"{thresholds[0]:g}K"
     for name, row in rows.items():
         base = rows.get(pairs.get(name, ""))
         for key, total in ((f"vni_frac_above_{first}", "valid_novel_in_domain"),
-                           (f"sun_above_{first}_frac", "relaxed_novel")):
+                           (f"msun_above_{first}_frac", "relaxed_novel"),
+                           (f"confirmed_above_{first}_frac", "relaxed_novel")):
+            comparable = base and not (np.isnan(row[key]) or np.isnan(base[key]))
             ratio = ratio_interval(row[f"{key}_count"], row[total], base[f"{key}_count"], base[total]) \
-                if base else (np.nan,) * 3
+                if comparable else (np.nan,) * 3
             row[f"gain_{key}"], row[f"gain_{key}_lo"], row[f"gain_{key}_hi"] = ratio
         row["validity_loss"] = 1 - row["validity"] / base["validity"] if base and base["validity"] > 0 else np.nan
         row["baseline"] = base["source"] if base else None

@@ -436,7 +436,7 @@ def test_report_tables_and_figures_are_reproducible(demo_run, tmp_path):
          "--structure-reference", str(demo_run / "results/demo/data/mp20/train.parquet"),
          "--tc-reference", str(demo_run / "results/demo/data/3dsc/train.parquet"),
          "--settings", json.dumps(config)], check=True, capture_output=True)
-    for name in ["funnel.csv", "candidates.csv", "figures/funnel.png", "figures/training.png",
+    for name in ["funnel.csv", "stability.csv", "candidates.csv", "figures/funnel.png", "figures/training.png",
                  "figures/distributions.png", "figures/space_groups.png"]:
         assert (tmp_path / name).read_bytes() == (first / name).read_bytes(), name
     assert provenance["seeds"] == json.loads((tmp_path / "provenance.json").read_text())["seeds"]
@@ -461,6 +461,7 @@ def test_campaign_page_renders_in_chromium(demo_run):
     assert rendered["broken"] == []
     assert rendered["images"] == 4 + len(candidates)  # four figures and a picture per candidate
     assert rendered["candidate_rows"] == len(candidates) and rendered["funnel_rows"] == len(DEMO_SOURCES)
+    assert rendered["stability_rows"] == len(DEMO_SOURCES) and rendered["protocol_rows"] > 10
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     shot = artifacts / "campaign-report.png"

@@ -28,6 +28,12 @@ NOTES = {
               "with a Tc prediction (ranked); verified by DFT (calculation successful). Empty cells: the "
               "stage is off in this campaign. The MLIPs, thresholds and novelty references are in each "
               "source's funnel.json (protocol).",
+    "stability": "SUN (energy above the hull at most 0) and MSUN (at most the campaign's threshold), both "
+                 "unique and novel against every known crystal after a converged relaxation: fractions of the "
+                 "relaxed novel sample with 95 % Wilson intervals (a capped confirmation: MOVER product "
+                 "intervals) and counts, at the pre-relaxation level (first MLIP) and confirmed by the second "
+                 "MLIP. Unconverged relaxations are counted apart and never called stable. Protocol below; "
+                 "rates per generated structure in each funnel.json.",
     "candidates": "Confirmed candidates (MSUN after both MLIPs) of all sources by Tc acquisition score "
                   "(predicted mean Tc plus the ensemble spread bonus, see README); structures are those of the "
                   "pre-relaxation. OOD: the composition lies outside the predictor's training domain, so the "
@@ -103,6 +109,8 @@ def write_report(inputs: ReportInputs) -> Path:
 
     funnel = collect.funnel_table(inputs.results, inputs.sources, dft)
     _write_csv(funnel, out / "funnel.csv")
+    stability, protocol = collect.stability_table(inputs.results, inputs.sources)
+    _write_csv(stability, out / "stability.csv")
     figures.funnel(funnel, out / FIGURES["funnel"])
     figures.training(collect.training_curves(inputs.results, inputs.models), out / FIGURES["training"])
     tc, e_hull, density, n_elements, symbols = _distribution_data(inputs)
@@ -125,7 +133,7 @@ def write_report(inputs: ReportInputs) -> Path:
     config_yaml = yaml.safe_dump(inputs.config, sort_keys=True)
     _write_text(out / "config.yaml", config_yaml)
     html_text = page.render(inputs.config["campaign"], funnel, candidates, assets, FIGURES, record, config_yaml,
-                            NOTES)
+                            NOTES, stability, protocol)
     _write_text(out / "index.html", html_text)
     log.info("report %s: %d sources, %d candidates, commit %s, %d DFT-verified", out / "index.html", len(funnel),
              len(candidates), record["git"]["commit"][:12], int(funnel.dft_verified.sum()))

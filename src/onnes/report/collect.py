@@ -42,6 +42,35 @@ def funnel_table(results: Path, sources: list[str], dft: pd.DataFrame | None) ->
     return pd.DataFrame(rows, columns=["source", *FUNNEL_STEPS]).astype({k: "Int64" for k in FUNNEL_STEPS})
 
 
+def _interval(entry: dict | None) -> str | None:
+    """'fraction [low-high] (count)' of a SUN/MSUN entry of funnel.json, in percent."""
+    if not entry:
+        return None
+    low, high = entry["fraction_ci95"]
+    return f"{100 * entry['fraction']:.1f} % [{100 * low:.1f}-{100 * high:.1f}] ({entry['count']})"
+
+
+def stability_table(results: Path, sources: list[str]) -> tuple[pd.DataFrame, dict]:
+    """SUN and MSUN per source at the pre-relaxation and confirmed levels, as fractions of
+    the relaxed novel sample with 95 % intervals and counts, beside the relaxation
+    outcomes counted apart; and the first source's protocol block (one campaign, one protocol)."""
+    rows, protocol = [], {}
+    for source in sources:
+        funnel = json.loads((results / f"screen/{source}/funnel.json").read_text())
+        stability = funnel.get("stability", {})
+        protocol = protocol or funnel.get("protocol", {})
+        pre, confirmed = stability.get("pre_relaxation", {}), stability.get("confirmed", {})
+        rows.append({"source": source, "relaxed novel": stability.get("relaxed_novel"),
+                     "unconverged": stability.get("unconverged"),
+                     "known after relaxation": stability.get("known_after_relaxation"),
+                     "SUN": _interval(pre.get("sun")), "MSUN": _interval(pre.get("msun")),
+                     "SUN confirmed": _interval(confirmed.get("sun")),
+                     "MSUN confirmed": _interval(confirmed.get("msun")),
+                     "confirmed of MSUN": "/".join(map(str, confirmed["msun"]["confirmed_of"]))
+                     if confirmed else None})
+    return pd.DataFrame(rows), protocol
+
+
 def training_curves(results: Path, models: list[str]) -> dict[str, pd.DataFrame]:
     """metrics.csv of every model that was trained (not sampled from another's weights)."""
     curves = {}

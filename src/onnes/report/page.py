@@ -32,7 +32,9 @@ window.addEventListener('load', function () {
     images: images.length,
     broken: broken.map(function (i) { return i.getAttribute('src'); }),
     candidate_rows: document.querySelectorAll('#candidates tbody tr').length,
-    funnel_rows: document.querySelectorAll('#funnel tbody tr').length
+    funnel_rows: document.querySelectorAll('#funnel tbody tr').length,
+    stability_rows: document.querySelectorAll('#stability tbody tr').length,
+    protocol_rows: document.querySelectorAll('#protocol tbody tr').length
   });
 });
 """
@@ -96,8 +98,20 @@ def _dict_table(items: dict, table_id: str) -> str:
     return table_html(frame, table_id, text_columns=("name", "value"))
 
 
+def _flatten(block: dict, prefix: str = "") -> dict:
+    """A nested protocol block as dotted keys."""
+    out = {}
+    for key, value in block.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def render(campaign: str, funnel: pd.DataFrame, candidates: pd.DataFrame, assets: dict[str, dict[str, str]],
-           figures: dict[str, str], provenance: dict, config_yaml: str, notes: dict[str, str]) -> str:
+           figures: dict[str, str], provenance: dict, config_yaml: str, notes: dict[str, str],
+           stability: pd.DataFrame, protocol: dict) -> str:
     git = provenance["git"]
     commit = git["commit"][:12] + (" (with uncommitted changes)" if git["dirty"] else "")
     figure = lambda key, alt: f'<img class="figure" src="{html.escape(figures[key])}" alt="{alt}">'  # noqa: E731
@@ -110,13 +124,18 @@ def render(campaign: str, funnel: pd.DataFrame, candidates: pd.DataFrame, assets
 <h1>Onnes campaign <code>{html.escape(campaign)}</code></h1>
 <p class="muted">onnes {html.escape(provenance["versions"]["onnes"])}, commit <code>{html.escape(commit)}</code>,
 seed {provenance["seeds"]["campaign"]}. Tables: <a href="funnel.csv">funnel.csv</a>,
-<a href="candidates.csv">candidates.csv</a>; provenance: <a href="provenance.json">provenance.json</a>,
+<a href="stability.csv">stability.csv</a>, <a href="candidates.csv">candidates.csv</a>; provenance: <a href="provenance.json">provenance.json</a>,
 <a href="config.yaml">config.yaml</a>.</p>
 
 <h2>Funnel</h2>
 <p>{html.escape(notes["funnel"])}</p>
 {table_html(funnel, "funnel", text_columns=("source",))}
 {figure("funnel", "funnel per source")}
+
+<h2>Stability: SUN and MSUN</h2>
+<p>{html.escape(notes["stability"])}</p>
+{table_html(stability, "stability", text_columns=tuple(stability.columns))}
+<details><summary>Protocol</summary>{_dict_table(_flatten(protocol), "protocol")}</details>
 
 <h2>Top candidates</h2>
 <p>{html.escape(notes["candidates"])}</p>

@@ -231,6 +231,9 @@ def test_a_capped_confirmation_widens_the_interval_honestly():
     assert low < 0.2 < high and high - low > uncapped[1] - uncapped[0]
     assert uncapped == pytest.approx(list(wilson_interval(20, 100)))
     assert _confirmed_level(0, 10, 40, 100, 1.0)["fraction_ci95"][0] == 0.0
+    # none of the rows confirmed: no estimate, only the pre-relaxation bound
+    unknown = _confirmed_level(0, 0, 40, 100, 1.0)
+    assert unknown["fraction"] is None and unknown["fraction_ci95"] == pytest.approx([0.0, wilson_interval(40, 100)[1]])
 
 
 def test_wilson_interval_matches_published_values():

@@ -47,6 +47,8 @@ def _interval(entry: dict | None) -> str | None:
     if not entry:
         return None
     low, high = entry["fraction_ci95"]
+    if entry["fraction"] is None:  # a capped confirmation that took none of these rows
+        return f"not estimated (<= {100 * high:.1f} %)"
     return f"{100 * entry['fraction']:.1f} % [{100 * low:.1f}-{100 * high:.1f}] ({entry['count']})"
 
 

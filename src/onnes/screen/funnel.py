@@ -223,6 +223,10 @@ def _confirmed_level(passed: int, sampled: int, pre: int, sample: int, novel_rat
     Med. Res. 21, 347, 2012) from both Wilson intervals. Exact Wilson when all were confirmed."""
     if sampled >= pre:
         return {**_level(passed, sample, novel_rate), "confirmed_of": [int(sampled), int(pre)]}
+    if sampled == 0:  # none of them confirmed: no estimate, only the pre-relaxation bound
+        high = wilson_interval(pre, sample)[1]
+        return {"count": 0, "fraction": None, "fraction_ci95": [0.0, high], "rate": None,
+                "rate_ci95": [0.0, novel_rate * high], "confirmed_of": [0, int(pre)]}
     p1, p2 = (pre / sample if sample else 0.0), (passed / sampled if sampled else 0.0)
     (l1, u1), (l2, u2) = wilson_interval(pre, sample), wilson_interval(passed, sampled)
     fraction = p1 * p2

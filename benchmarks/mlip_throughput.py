@@ -66,8 +66,9 @@ def main() -> None:
     confirm_settings = RelaxSettings.defaults(fmax=0.05, max_steps=500, reject_above_hull=None, batch_atoms=512)
     pre, _ = timed("chgnet", table, pre_settings, args.device)  # the confirmation's starting geometries
     start = table.copy()
-    done = pre.relax_status.isin(["converged", "max_steps"]).to_numpy()
-    start.loc[done, ["frac_coords", "lattice"]] = pre.loc[done, ["frac_coords", "lattice"]].to_numpy()
+    for i in np.flatnonzero(pre.relax_status.isin(["converged", "max_steps"]).to_numpy()):
+        for column in ("frac_coords", "lattice"):
+            start.at[i, column] = pre.at[i, column]
 
     rows = []
     for task, settings, cells in (("pre-relaxation (fmax 0.1)", pre_settings, table),

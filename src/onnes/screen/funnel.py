@@ -69,11 +69,7 @@ def screen(samples: pd.DataFrame, reference: pd.DataFrame, settings: dict, worke
     table["valid_comp"] = table.valid_comp.astype("boolean").fillna(False).astype(bool)
     table["valid"] = table.valid_struct & table.valid_comp
 
-    reference_problems = row_problems(reference).reason
-    if reference_problems.notna().any():  # novelty is judged against sane rows only
-        log.warning("reference: %d rows that describe no crystal left out (%s)", reference_problems.notna().sum(),
-                    reference_problems.value_counts().to_dict())
-        reference = reference[reference_problems.isna()]
+    reference = _sane(reference, "reference")
     tol = Tolerances(**settings["matcher"])
     valid_rows = table[table.valid]
     duplicates = find_duplicates(valid_rows, tol, workers)

@@ -360,8 +360,14 @@ TC_ENABLED = config["tc"]["enabled"] and bool(TC_DATASETS)
 
 
 def tc_predictor_inputs(wildcards):
+    """The labelled data sets, and the MP DFT table (band gaps) when the predictor takes
+    its band insulators as negatives or trains the metallicity gate."""
     names = {"supercon": "supercon", "3dsc": "structures"}
-    return {names[d]: f"{RESULTS}/data/{d}/curated.parquet" for d in TC_DATASETS}
+    inputs = {names[d]: f"{RESULTS}/data/{d}/curated.parquet" for d in TC_DATASETS}
+    predictor = config["tc"]["predictor"]
+    if predictor["negatives"]["enabled"] or predictor["gate"]["enabled"]:
+        inputs["dft"] = f"{CACHE}/{AUXILIARY_FILES[0]}"
+    return inputs
 
 
 def reward_samples(name):

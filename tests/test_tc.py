@@ -13,12 +13,14 @@ from onnes import crystals
 from onnes.cli import main
 from onnes.data.labels import composition_key, composition_tc
 from onnes.tc.conformal import NormalisedConformal
+from onnes.config import validate
+from onnes.tc.physics import band_insulators, high_pressure_only, metallicity_table
 from onnes.tc.predictor import TcPredictor, grouped_calibration, grouped_split, train_and_evaluate, training_table
 from onnes.tc.ranking import rank
 from onnes.tc.reward import effective_sample_size, reward_set, tempered_weights
 from onnes.tc.steering import compare, ratio_interval
 
-SETTINGS = {"target": "tc", "ensemble": 3, "trees": 60, "learning_rate": 0.1, "num_leaves": 15,
+SETTINGS = {**validate({"tc": {}}, whole=False)["tc"]["predictor"], "target": "tc", "ensemble": 3, "trees": 60, "learning_rate": 0.1, "num_leaves": 15,
             "min_data_in_leaf": 3, "feature_fraction": 0.8, "bagging_fraction": 0.8, "test_fraction": 0.2,
             "calibration_fraction": 0.2, "thresholds": [10.0, 20.0], "interval_levels": [0.68, 0.9],
             "ood_neighbours": 3, "threads": 1}
@@ -89,8 +91,11 @@ def test_training_table_drops_unknown_tc_and_joins_structures():
     structures = crystals.from_structures(toy_structures(4), ["a", "b", "c", "d"], "3dsc")
     structures["formula"] = [s.composition.reduced_formula for s in toy_structures(4)]
     structures["tc_K"] = [1.0, 2.0, np.nan, 4.0]
-    table = training_table(supercon, structures)
+    table = training_table(supercon, structures, ambient_only=False)
     assert len(table) == 9 + 3  # distinct compositions with a known Tc, and structures
+    # Si superconducts only under pressure (Si-II, 12 GPa): its 2 K record leaves the
+    # ambient-pressure training rows.
+    assert len(training_table(supercon, structures)) == 9 + 2
     assert set(table.source) == {"supercon", "3dsc"}
 
 
@@ -107,7 +112,8 @@ def test_predictor_learns_saves_without_pickle_and_flags_out_of_domain(tmp_path)
     assert "r2" in metrics["mixed_rows_expected_tc"]
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["regression_superconductors"]["r2"] == pytest.approx(regression["r2"])
-    assert set(np.load(tmp_path / "domain.npz", allow_pickle=False).files) == {"mean", "scale", "reference"}
+    assert set(np.load(tmp_path / "domain.npz", allow_pickle=False).files) == {"mean", "scale", "reference",
+                                                                               "formulas", "tc"}
 
     predictor = TcPredictor.load(tmp_path)
     query = pd.DataFrame({"formula": ["La1.85Sr0.15CuO4", "Nb0.5Ti0.5", "Xe", "not a formula", "Mg0.5Al0.5"]})
@@ -144,22 +150,120 @@ def test_predictor_uses_structure_features_where_there_is_a_structure(tmp_path):
 def _screened():
     return pd.DataFrame({
         "id": ["a", "b", "c", "d", "e"],
+        "formula": ["NbN", "MgB2", "Nb3Sn", "LiCuO2", "NbC"],
         "candidate": [True, True, False, True, True],
         "e_above_hull": [0.0, 0.05, 0.5, 0.08, 0.01],
         "tc_pred_mean": [10.0, 12.0, 90.0, 8.0, np.nan],
         "tc_pred_std": [5.0, 1.0, 1.0, 10.0, np.nan],
+        "tc_p_superconducting": [0.9, 0.8, 0.9, 0.9, np.nan],
+        "tc_lo_90": [4.0, 9.0, 80.0, 0.0, np.nan],
         "tc_ood": [False, False, False, True, pd.NA],
+        "tc_ood_score": [0.5, 0.7, 0.2, 1.5, np.nan],
+        "tc_insulator": [False, False, False, False, pd.NA],
     })
 
 
+RANK = {**validate({"tc": {}}, whole=False)["tc"]["rank"]}
+
+
 def test_ranking_orders_candidates_by_acquisition():
-    settings = {"kappa": 1.0, "max_e_above_hull": None, "exclude_ood": False, "top_k": None}
+    settings = {**RANK, "acquisition": "ucb", "ood_penalty": 0.0, "in_domain_first": False}
     ranked = rank(_screened(), settings)
     assert ranked.id.tolist() == ["d", "a", "b"]  # 18, 15, 13; c is no candidate, e has no prediction
     assert ranked.tc_rank.tolist() == [1, 2, 3]
     exploit = rank(_screened(), {**settings, "kappa": -1.0, "exclude_ood": True, "max_e_above_hull": 0.06})
     assert exploit.id.tolist() == ["b", "a"]
     assert rank(_screened(), {**settings, "top_k": 1}).id.tolist() == ["d"]
+    # The OOD penalty takes d (score 1.5) from 18 to 18 - 10 * 0.5 = 13: behind a, tied
+    # with b and after it on the expected Tc.
+    assert rank(_screened(), {**settings, "ood_penalty": 10.0}).id.tolist() == ["a", "b", "d"]
+
+
+def test_default_ranking_is_confident_in_domain_and_metallic_first():
+    """Defaults: P(SC) x the 90 % lower bound (b 7.2, a 3.6), out-of-domain last whatever
+    its score, gate-called insulators and high-pressure-only compositions left out."""
+    screened = _screened()
+    ranked = rank(screened, RANK)
+    assert ranked.id.tolist() == ["b", "a", "d"] and ranked.tc_tier.tolist() == [0, 0, 1]
+    np.testing.assert_allclose(ranked.tc_acquisition, [7.2, 3.6, 0.0])
+    screened.loc[screened.id == "d", "tc_lo_90"] = 60.0  # a confident out-of-domain 54 K stays last
+    assert rank(screened, RANK).id.tolist() == ["b", "a", "d"]
+    assert rank(screened, {**RANK, "in_domain_first": False}).id.tolist() == ["d", "b", "a"]
+    screened.loc[screened.id == "b", "tc_insulator"] = True
+    screened.loc[screened.id == "a", "formula"] = "H3S"  # superconducts at 150 GPa only
+    assert rank(screened, RANK).id.tolist() == ["d"]
+    assert rank(screened, {**RANK, "exclude_insulators": False, "exclude_high_pressure": False}).id.tolist() == [
+        "b", "a", "d"]
+
+
+def test_high_pressure_rule_and_its_place_in_training():
+    for formula in ("S", "Si", "Li", "H3S", "LaH10", "CaH6", "Y0.5La0.5H10"):
+        assert high_pressure_only(formula), formula
+    for formula in ("Nb", "Pb", "MgB2", "PdH", "NbH0.5", "YBa2Cu3O7", "SH2", "not a formula"):
+        assert not high_pressure_only(formula), formula
+    supercon = pd.DataFrame({"id": ["1", "2", "3", "4"], "formula": ["S", "H3S", "Nb", "Si"],
+                             "tc_K": [17.0, 203.0, 9.2, 0.0]})
+    ambient = training_table(supercon, None)
+    assert ambient.formula.tolist() == ["Nb", "Si"] and ambient.attrs["high_pressure_dropped"] == 2
+    everything = training_table(supercon, None, ambient_only=False)
+    assert everything.high_pressure.tolist() == [True, True, False, False]  # Si at 0 K is no pressure record
+
+
+def dft_table() -> pd.DataFrame:
+    """Alkali halides and alkaline-earth oxides (band insulators), intermetallics
+    (metals), a composition with a metallic polymorph, and one a superconductor record
+    names."""
+    rows = []
+    for a in ("Li", "Na", "K", "Rb", "Cs"):
+        for x in ("F", "Cl", "Br", "I"):
+            rows.append((f"{a}{x}", 3.0 + 0.1 * len(a), 0.0))
+    for a in ("Mg", "Ca", "Sr", "Ba"):
+        rows.append((f"{a}O", 4.0, 0.0))
+    for a in ("Mg", "Al", "Ti", "Nb", "Zr", "V"):
+        for b in ("Al", "Ni", "Cu", "Co"):
+            if a != b:
+                rows.append((f"{a}{b}", 0.0, 0.0))
+    rows += [("ZnO", 0.7, 0.0), ("ZnO", 0.0, 0.05),  # a metallic polymorph: not a band insulator
+             ("LiF", 8.0, 0.3),  # above the hull: does not count
+             ("La2CuO4", 1.2, 0.0)]
+    return pd.DataFrame(rows, columns=["pretty_formula", "band_gap", "e_above_hull"])
+
+
+def test_band_insulators_become_negatives_and_train_the_gate(tmp_path):
+    dft = dft_table()
+    insulators = band_insulators(dft, 0.5, 0.1)
+    assert "ZnO" not in set(insulators.formula) and "MgO" in set(insulators.formula)
+    assert (insulators.tc_K == 0).all() and insulators.group.is_unique
+    gate_rows = metallicity_table(dft, 0.5)
+    assert gate_rows.set_index("formula").insulator[["NaCl", "NbNi", "ZnO"]].tolist() == [1.0, 0.0, 0.0]
+
+    supercon = synthetic_supercon(180)
+    supercon.loc[0, ["formula", "tc_K"]] = ["La2CuO4", 30.0]  # a record overrules the DFT gap
+    settings = {**SETTINGS, "gate": {**SETTINGS["gate"], "max_compositions": None}}
+    table = training_table(supercon, None, dft, settings["negatives"])
+    negatives = table[table.source == "dft_insulator"]
+    assert len(negatives) == len(insulators) - 1 and "La2CuO4" not in set(negatives.formula)
+    metrics = train_and_evaluate(table, settings, seed=0, out_dir=tmp_path, dft=dft)
+    held_out = metrics["negatives_held_out"]
+    assert held_out["dft_band_insulators"]["count"] >= 1
+    assert held_out["measured_non_superconductors"]["count"] >= 1
+    assert metrics["regression_superconductors"]["r2"] > 0.8  # the records' figures are not spoilt
+    assert set(metrics["gate"]["held_out_superconductors_called_insulator"]) == {"all", "cuprate", "iron-based",
+                                                                                "other"}
+    predictor = TcPredictor.load(tmp_path)
+    predicted = predictor.predict(pd.DataFrame({"formula": ["KF", "La1.85Sr0.15CuO4", "NbAl"]}))
+    # The gate learnt La2CuO4's GGA+U gap: the doped cuprate may get the insulator
+    # verdict (what the full-data figures measure per family); as a verdict it leaves
+    # P(superconducting) alone.
+    assert predicted.tc_insulator[0] and not predicted.tc_insulator[2]
+    assert predicted.tc_p_superconducting[0] < 0.5 < predicted.tc_p_superconducting[1]
+    # Why: the nearest training superconductors, with their Tc, for every prediction.
+    assert predicted.tc_nearest_superconductors[1].count(" K)") == 3 and "Cu" in predicted.tc_nearest_superconductors[1]
+    multiplied = TcPredictor.load(tmp_path)
+    multiplied.gate_use = "multiply"
+    again = multiplied.predict(pd.DataFrame({"formula": ["KF"]}))
+    assert again.tc_p_superconducting[0] == pytest.approx(
+        predicted.tc_p_superconducting[0] * (1 - predicted.tc_p_insulator[0]))
 
 
 def test_steering_table_reports_shares_gains_and_intervals():

@@ -267,10 +267,12 @@ def _tc_train(args: argparse.Namespace) -> None:
     from onnes.tc.predictor import train_and_evaluate, training_table
 
     config = _load_config(args)
+    settings = config["tc"]["predictor"]
     supercon = read_parquet(args.supercon) if args.supercon else None
     structures = read_table(args.structures) if args.structures else None
-    metrics = train_and_evaluate(training_table(supercon, structures), config["tc"]["predictor"], config["seed"],
-                                 args.out_dir)
+    dft = read_parquet(args.dft) if args.dft else None
+    table = training_table(supercon, structures, dft, settings["negatives"], settings["pressure"] == "ambient")
+    metrics = train_and_evaluate(table, settings, config["seed"], args.out_dir, dft)
     regression, first = metrics["regression_superconductors"], next(iter(metrics["classification"].values()))
     log.info("Tc predictor (held out, grouped by composition, %d rows): superconducting accuracy %.3f; "
              "Tc of superconductors R2 %.3f, MAE %.2f K", metrics["test_rows"], first["accuracy"],
@@ -707,6 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     tc_train = tc_actions.add_parser("train", help="fit and evaluate the Tc predictor (held out by composition)")
     tc_train.add_argument("--supercon", type=Path, help="curated SuperCon table (formula, tc_K)")
     tc_train.add_argument("--structures", type=Path, help="curated 3DSC crystal table with tc_K")
+    tc_train.add_argument("--dft", type=Path, help="MP DFT table (formula or pretty_formula, band_gap, e_above_hull): "
+                          "band insulators as negatives, the metallicity gate")
     tc_train.add_argument("--out-dir", type=Path, required=True, help="model.json, domain.npz, metrics.json")
     _add_config_options(tc_train)
     tc_train.set_defaults(func=_tc_train)

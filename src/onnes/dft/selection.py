@@ -13,6 +13,7 @@ from pymatgen.core import Element
 
 from onnes.crystals import REQUIRED_COLUMNS, row_problem
 from onnes.dft.settings import DftSettings
+from onnes.tc.ranking import sort_candidates
 
 SKIPPED = -1
 
@@ -46,7 +47,7 @@ def select_candidates(ranked: dict[str, pd.DataFrame], settings: DftSettings,
         return pd.DataFrame({c: pd.Series(dtype=object) for c in REQUIRED_COLUMNS}).assign(
             dft_slot=pd.Series(dtype="int64"), dft_skip_reason=pd.Series(dtype=object))
     pool = pd.concat(frames, ignore_index=True)
-    pool = pool.sort_values(["tc_acquisition", "id"], ascending=[False, True], kind="stable")
+    pool = sort_candidates(pool, ["id"])
     slots, reasons, chosen = [], [], 0
     for _, row in pool.iterrows():
         if chosen == settings.top_k:

@@ -34,10 +34,14 @@ NOTES = {
                  "intervals) and counts, at the pre-relaxation level (first MLIP) and confirmed by the second "
                  "MLIP. Unconverged relaxations are counted apart and never called stable. Protocol below; "
                  "rates per generated structure in each funnel.json.",
-    "candidates": "Confirmed candidates (MSUN after both MLIPs) of all sources by Tc acquisition score "
-                  "(predicted mean Tc plus the ensemble spread bonus, see README); structures are those of the "
+    "candidates": "Confirmed candidates (MSUN after both MLIPs) of all sources: in-domain before "
+                  "out-of-domain, then by the Tc acquisition (default: P(superconducting) x the lower end of the "
+                  "90 % interval; tc.rank.acquisition); the metallicity gate's band insulators and "
+                  "compositions superconducting only under pressure are left out. Structures are those of the "
                   "pre-relaxation. OOD: the composition lies outside the predictor's training domain, so the "
-                  "prediction is an extrapolation.",
+                  "prediction is an extrapolation. Why: the gate's P(insulator), the OOD score (above 1: "
+                  "further from the training data than 95 % of it is from itself) and the three nearest known "
+                  "superconductors with their Tc.",
 }
 
 

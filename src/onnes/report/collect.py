@@ -13,6 +13,7 @@ from ase.data import atomic_masses
 
 from onnes import crystals
 from onnes.screen.funnel import CAMPAIGN_STEPS
+from onnes.tc.ranking import sort_candidates
 
 FUNNEL_STEPS = list(CAMPAIGN_STEPS)
 # g/cm^3 from amu/A^3.
@@ -20,7 +21,8 @@ AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
 
 CANDIDATE_COLUMNS = ["rank", "source", "id", "formula", "space_group", "num_sites", "e_above_hull",
                      "tc_pred_mean", "tc_pred_std", "tc_p_superconducting", "tc_lo_90", "tc_hi_90", "tc_ood",
-                     "tc_acquisition", "dft_status",
+                     "tc_ood_score", "tc_p_insulator", "tc_nearest_superconductors", "tc_tier", "tc_acquisition",
+                     "dft_status",
                      "dft_note", "dft_energy_per_atom", "dft_volume_change"]
 
 
@@ -118,7 +120,7 @@ def candidate_table(results: Path, sources: list[str], dft: pd.DataFrame | None,
         return pd.DataFrame(columns=[*crystals.REQUIRED_COLUMNS, *CANDIDATE_COLUMNS])
     table = pd.concat(pooled, ignore_index=True)
     # Ties broken by source and id so that the order never depends on file order.
-    table = table.sort_values(["tc_acquisition", "source", "id"], ascending=[False, True, True], kind="stable")
+    table = sort_candidates(table, ["source", "id"])
     table = table.head(top).reset_index(drop=True)
     table["rank"] = np.arange(1, len(table) + 1)
     table["space_group"] = space_groups(table)

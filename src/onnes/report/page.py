@@ -62,9 +62,11 @@ def table_html(frame: pd.DataFrame, table_id: str, text_columns: tuple[str, ...]
 
 def candidates_html(frame: pd.DataFrame, assets: dict[str, dict[str, str]]) -> str:
     """The ranked candidates with picture, CIF link, expected Tc with P(superconducting) and
-    the 90 % conformal interval of Tc if superconducting, and DFT status."""
+    the 90 % conformal interval of Tc if superconducting, why the predictor thinks so
+    (the metallicity gate's P(insulator), the out-of-domain score, the three nearest known
+    superconductors with their Tc), and DFT status."""
     head = ("<tr><th>rank</th><th>structure</th><th>formula</th><th>space group</th><th>source</th>"
-            "<th>E above hull (eV/atom)</th><th>expected Tc (K)</th><th>DFT</th><th>CIF</th></tr>")
+            "<th>E above hull (eV/atom)</th><th>expected Tc (K)</th><th>why</th><th>DFT</th><th>CIF</th></tr>")
     rows = []
     for _, row in frame.iterrows():
         files = assets[row.id]
@@ -76,6 +78,14 @@ def candidates_html(frame: pd.DataFrame, assets: dict[str, dict[str, str]]) -> s
             tc += "</span>"
         if bool(row.tc_ood):
             tc += ' <span class="muted" title="outside the predictor\'s training domain">(OOD)</span>'
+        why = []
+        if pd.notna(row.get("tc_p_insulator")):
+            why.append(f"P(insulator) {row.tc_p_insulator:.2f}")
+        if pd.notna(row.get("tc_ood_score")):
+            why.append(f"OOD score {row.tc_ood_score:.2f}")
+        if isinstance(row.get("tc_nearest_superconductors"), str) and row.tc_nearest_superconductors:
+            why.append("nearest known: " + html.escape(row.tc_nearest_superconductors))
+        why_cell = f'<td class="text why">{"<br>".join(why)}</td>'
         status = html.escape(str(row.dft_status))
         if row.dft_note:
             status += f'<br><span class="muted">{html.escape(str(row.dft_note)[:80])}</span>'
@@ -87,7 +97,7 @@ def candidates_html(frame: pd.DataFrame, assets: dict[str, dict[str, str]]) -> s
             f'<td><img class="structure" src="{html.escape(files["png"])}" alt="{html.escape(row.formula)}"></td>'
             f'<td class="text">{html.escape(row.formula)}</td><td class="text">{html.escape(row.space_group)}</td>'
             f'<td class="text">{html.escape(row.source)}<br><span class="muted">{html.escape(row.id)}</span></td>'
-            f"<td>{row.e_above_hull:.3f}</td><td>{tc}</td>"
+            f"<td>{row.e_above_hull:.3f}</td><td>{tc}</td>{why_cell}"
             f'<td style="background:{color}">{status}</td>'
             f'<td><a href="{html.escape(files["cif"])}" download>CIF</a></td></tr>')
     return f'<table id="candidates"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'

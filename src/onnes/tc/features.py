@@ -36,12 +36,13 @@ def composition_feature_names() -> list[str]:
     return list(_composition_featurizer().feature_labels())
 
 
-def composition_features(formulas: pd.Series) -> np.ndarray:
-    """(n, F) Magpie + stoichiometry + element-fraction features; a row of NaN for an unparsable formula."""
+def composition_features(formulas: pd.Series, cache: dict | None = None) -> np.ndarray:
+    """(n, F) Magpie + stoichiometry + element-fraction features; a row of NaN for an
+    unparsable formula. ``cache`` (formula -> features) may be shared between calls."""
     featurizer = _composition_featurizer()
     width = len(featurizer.feature_labels())
     out = np.full((len(formulas), width), np.nan)
-    cache: dict[str, np.ndarray] = {}
+    cache = {} if cache is None else cache
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for i, formula in enumerate(formulas):
@@ -83,8 +84,8 @@ def structure_features(table: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def feature_matrix(table: pd.DataFrame, formula_column: str = "formula") -> np.ndarray:
-    return np.hstack([composition_features(table[formula_column]), structure_features(table)])
+def feature_matrix(table: pd.DataFrame, formula_column: str = "formula", cache: dict | None = None) -> np.ndarray:
+    return np.hstack([composition_features(table[formula_column], cache), structure_features(table)])
 
 
 def feature_names() -> list[str]:

@@ -176,11 +176,15 @@ class DomainModel:
         superconductors = np.flatnonzero(self.tc > 0)
         if not len(superconductors) or not len(features):
             return [""] * len(features)
-        count = min(count, len(superconductors))
-        _, index = NearestNeighbors(n_neighbors=count).fit(self.reference[superconductors]).kneighbors(
-            self._standardise(features))
-        rows = superconductors[index]
-        return ["; ".join(f"{self.formulas[j]} ({self.tc[j]:.3g} K)" for j in row) for row in rows]
+        # Several structures of one compound (3DSC) are one answer: look further, keep distinct formulas.
+        _, index = NearestNeighbors(n_neighbors=min(5 * count, len(superconductors))).fit(
+            self.reference[superconductors]).kneighbors(self._standardise(features))
+        named = []
+        for row in superconductors[index]:
+            distinct = dict.fromkeys(self.formulas[j] for j in row)  # nearest first, duplicates dropped
+            first = [next(j for j in row if self.formulas[j] == formula) for formula in list(distinct)[:count]]
+            named.append("; ".join(f"{self.formulas[j]} ({self.tc[j]:.3g} K)" for j in first))
+        return named
 
 
 class TcPredictor:

@@ -73,6 +73,13 @@ def band_insulators(dft: pd.DataFrame, band_gap_min: float, max_e_above_hull: fl
     return insulators[["id", "formula", "tc_K", "band_gap", "group"]]
 
 
+def at_most(table: pd.DataFrame, limit: int | None) -> pd.DataFrame:
+    """A seeded random subset of at most ``limit`` rows, in the table's order (all for None)."""
+    if not limit or len(table) <= limit:
+        return table
+    return table.sample(n=limit, random_state=0).sort_index()
+
+
 def metallicity_table(dft: pd.DataFrame, band_gap_min: float) -> pd.DataFrame:
     """The gate's training rows: one per reduced composition, insulating (1) when its
     smallest gap among the listed phases is at least ``band_gap_min``."""

@@ -42,7 +42,7 @@ from onnes.data.labels import composition_key, composition_tc
 from onnes.io import atomic_path, write_json
 from onnes.tc.conformal import NormalisedConformal, level_key
 from onnes.tc.features import STRUCTURE_FEATURES, composition_features, feature_matrix, feature_names
-from onnes.tc.physics import band_insulators, high_pressure_mask, metallicity_table
+from onnes.tc.physics import at_most, band_insulators, high_pressure_mask, metallicity_table
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,7 @@ def training_table(supercon: pd.DataFrame | None, structures: pd.DataFrame | Non
     if dft is not None and negatives is not None and negatives.get("enabled", True):
         insulators = band_insulators(dft, negatives["band_gap_min"], negatives["max_e_above_hull"])
         insulators = insulators[~insulators.group.isin(set(table.group))]
-        if negatives.get("max_compositions") and len(insulators) > negatives["max_compositions"]:
-            insulators = insulators.sample(n=negatives["max_compositions"], random_state=0).sort_index()
+        insulators = at_most(insulators, negatives.get("max_compositions"))
         table = pd.concat([table, insulators.drop(columns=["band_gap"]).assign(source="dft_insulator",
                                                                                  high_pressure=False)],
                           ignore_index=True)
@@ -181,9 +180,10 @@ class DomainModel:
             self.reference[superconductors]).kneighbors(self._standardise(features))
         named = []
         for row in superconductors[index]:
-            distinct = dict.fromkeys(self.formulas[j] for j in row)  # nearest first, duplicates dropped
-            first = [next(j for j in row if self.formulas[j] == formula) for formula in list(distinct)[:count]]
-            named.append("; ".join(f"{self.formulas[j]} ({self.tc[j]:.3g} K)" for j in first))
+            first: dict[str, int] = {}  # formula -> its nearest row, nearest first
+            for j in row:
+                first.setdefault(self.formulas[j], j)
+            named.append("; ".join(f"{formula} ({self.tc[j]:.3g} K)" for formula, j in list(first.items())[:count]))
         return named
 
 
@@ -578,9 +578,7 @@ def train_and_evaluate(table: pd.DataFrame, settings: dict, seed: int, out_dir: 
     gate_table, gate_features = None, None
     if dft is not None and settings["gate"]["enabled"]:
         gate_table = metallicity_table(dft, settings["gate"]["band_gap_min"])
-        if settings["gate"]["max_compositions"] and len(gate_table) > settings["gate"]["max_compositions"]:
-            gate_table = gate_table.sample(n=settings["gate"]["max_compositions"], random_state=0).sort_index()
-        gate_table = gate_table.reset_index(drop=True)
+        gate_table = at_most(gate_table, settings["gate"]["max_compositions"]).reset_index(drop=True)
         gate_features = composition_features(gate_table.formula, cache=cache)
     predictor, metrics = evaluate(table, features, settings, seed, gate_table, gate_features)
     predictor.save(out_dir)

@@ -1,5 +1,5 @@
 """The generative-quality table of a finished campaign (e.g. the quality preset), as the
-README prints it: literature metrics, funnel counts and the S.U.N. estimate with its 95 %
+docs/results/screening.md prints it: literature metrics, funnel counts and the S.U.N. estimate with its 95 %
 Wilson interval per source, and the wall time of each stage from the benchmark files.
 
     python benchmarks/campaign_table.py results/quality

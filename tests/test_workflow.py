@@ -155,11 +155,11 @@ def test_demo_trains_samples_and_screens_every_family(demo_run, model):
     samples = crystals.read_table(results / f"samples/{model}/samples.parquet")
     assert len(samples) == DEMO["models"][model]["sample"]["num_samples"] and samples.id.is_unique
     summary = json.loads((results / f"samples/{model}/summary.json").read_text())
-    # The README reports the measured figure (>= 80 %); this guards against regressions.
+    # docs/results/ reports the measured figure (>= 80 %); this guards against regressions.
     assert summary["valid_struct_fraction"] >= 0.7
     assert len(list((results / f"samples/{model}/shards").glob("*.parquet"))) == 2
     check_screening(results, model)
-    # Realistic compositions at the demo's budget (README, "Generative quality"): SMACT
+    # Realistic compositions at the demo's budget (docs/results/quality.md): SMACT
     # validity with the literature's oxidation states, and about as many elements per
     # cell as MP-20 has.
     screened = crystals.read_table(results / f"screen/{model}/screened.parquet")
@@ -248,7 +248,7 @@ def test_demo_steered_models_sample_and_screen(demo_run, model):
 def test_demo_tc_stage_end_to_end(demo_run):
     results = demo_run / "results/demo/tc"
     metrics = json.loads((results / "predictor/metrics.json").read_text())
-    assert metrics["shared_groups"] == 0  # demo slice; full-data figures in the README
+    assert metrics["shared_groups"] == 0  # demo slice; full-data figures in docs/results/data.md
     assert metrics["regression_superconductors"]["r2"] > 0.5 and metrics["classification"]["above_10K"]["accuracy"] > 0.8
     assert 0.5 < metrics["intervals"]["90"]["coverage"] <= 1
     # Physics the records lack: held-out band insulators scored, high-pressure records left out.

@@ -1,4 +1,4 @@
-"""The crystal table: the one data contract between stages (README, "The data stage").
+"""The crystal table: the one data contract between stages (docs/guide/data.md).
 
 A Parquet file with one row per structure and at least the columns
 ``id`` (str), ``species`` (list[int], atomic numbers), ``frac_coords`` (list[float],

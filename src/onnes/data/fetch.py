@@ -103,7 +103,7 @@ def check_mirror(mirror: str | Path, paths: list[str], cache_dir: str | Path) ->
         raise FetchError(f"config key 'data_mirror': the mirror directory {mirror} does not exist")
     raise FetchError(
         f"config key 'data_mirror': {len(missing)} file(s) this campaign needs are not in the mirror "
-        f"{mirror}: {', '.join(missing)} (a mirror is laid out like the upstream data mirror, see README)"
+        f"{mirror}: {', '.join(missing)} (a mirror is laid out like the upstream data mirror, see docs/guide/data.md)"
     )
 
 
@@ -112,7 +112,7 @@ def _copy_from_mirror(entry: RawFile, mirror: Path, target: Path) -> None:
     if not source.is_file():
         raise FetchError(
             f"{entry.path}: not found in the mirror {mirror} (expected {source}); "
-            "a mirror must be laid out like the upstream data mirror (see README)"
+            "a mirror must be laid out like the upstream data mirror (see docs/guide/data.md)"
         )
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)

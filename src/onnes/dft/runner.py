@@ -178,7 +178,7 @@ def run_slot(candidates, slot: int, settings: DftSettings, work_root: str | Path
     """One DFT job of the workflow: the candidate given ``slot`` by the selection, run in
     ``work_root/{source}/{id}/`` (the output layout, docs/architecture.md); a slot without
     a candidate records ``no_candidate``. Sets this process's environment for the code:
-    OpenMP threads, and for a one-rank CP2K no SLURM/PMI variables (README, "Running on a
+    OpenMP threads, and for a one-rank CP2K no SLURM/PMI variables (docs/guide/slurm.md, "Running on a
     SLURM cluster")."""
     import os
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from onnes.config import validate
 from onnes.data.curate import curate
 from onnes.data.fetch import fetch
-from onnes.data.sources import DATASET_FILES
+from onnes.catalogue import DATASET_FILES
 
 
 def hardware() -> str:

@@ -34,7 +34,7 @@ rule relax_shard:
     input:
         matched=f"{RESULTS}/screen/{{model}}/matched.parquet",
         references=f"{RESULTS}/screen/hull_references.parquet",
-        elements=f"{CACHE}/{AUXILIARY_FILES[1]}",
+        elements=f"{CACHE}/{ELEMENT_REFERENCE_FILE}",
     output:
         f"{RESULTS}/screen/{{model}}/relax/{{shard}}.parquet",
     log:
@@ -54,7 +54,7 @@ rule relax_shard:
     params:
         settings=settings_of("relax_shard"),
     shell:
-        "onnes relax --table {input.matched:q} --out {output:q} --shard {wildcards.shard}"
+        "onnes screen relax --table {input.matched:q} --out {output:q} --shard {wildcards.shard}"
         " --references {input.references:q} --elements {input.elements:q}"
         " --settings {params.settings} > {log:q} 2>&1"
 
@@ -101,7 +101,7 @@ rule screen_stability:
         matched=f"{RESULTS}/screen/{{model}}/matched.parquet",
         relaxed=relax_shards,
         references=f"{RESULTS}/screen/hull_references.parquet",
-        elements=f"{CACHE}/{AUXILIARY_FILES[1]}",
+        elements=f"{CACHE}/{ELEMENT_REFERENCE_FILE}",
         train=model_split("train"),
         known=f"{RESULTS}/screen/known_structures.parquet",
     output:
@@ -132,7 +132,7 @@ rule confirm_candidates:
     input:
         table=f"{RESULTS}/screen/{{model}}/stability.parquet",
         references=f"{RESULTS}/screen/hull_references.parquet",
-        elements=f"{CACHE}/{AUXILIARY_FILES[1]}",
+        elements=f"{CACHE}/{ELEMENT_REFERENCE_FILE}",
     output:
         f"{RESULTS}/screen/{{model}}/confirm.parquet",
     log:
@@ -161,7 +161,7 @@ rule screen_finish:
         unpack(confirm_input),
         stability=f"{RESULTS}/screen/{{model}}/stability.parquet",
         references=f"{RESULTS}/screen/hull_references.parquet",
-        elements=f"{CACHE}/{AUXILIARY_FILES[1]}",
+        elements=f"{CACHE}/{ELEMENT_REFERENCE_FILE}",
         train=model_split("train"),
         known=f"{RESULTS}/screen/known_structures.parquet",
     output:
@@ -224,7 +224,7 @@ rule screen_metrics:
     input:
         screened=f"{RESULTS}/screen/{{model}}/screened.parquet",
         reference=model_split("test"),
-        fingerprints=lambda wildcards: f"{RESULTS}/data/{source_dataset(wildcards.model)}/test_fingerprints.parquet",
+        fingerprints=lambda wildcards: f"{RESULTS}/data/{GRAPH.source_dataset(wildcards.model)}/test_fingerprints.parquet",
         csp=csp_input,
     output:
         report(

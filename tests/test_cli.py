@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import perovskite, rocksalt
 
-from onnes import crystals
+from onnes import cli, crystals
 from onnes.cli import main
 
 
@@ -43,3 +43,11 @@ def test_usage_errors_exit_nonzero(argv):
     with pytest.raises(SystemExit) as excinfo:
         main(argv)
     assert excinfo.value.code != 0
+
+
+def test_relax_is_a_screening_command_and_keeps_its_old_name():
+    parser = cli.build_parser()
+    new = parser.parse_args(["screen", "relax", "--table", "t.parquet", "--out", "r.parquet", "--shard", "1"])
+    old = parser.parse_args(["relax", "--table", "t.parquet", "--out", "r.parquet", "--shard", "1"])
+    assert new.func is old.func is cli._relax
+    assert (new.table, new.out, new.shard) == (old.table, old.out, old.shard)

@@ -10,6 +10,7 @@ from onnes import cli
 from onnes import config as cfg
 from onnes.crystals import from_structures, read_table, write_table
 from onnes.data.combine import combine
+from onnes.graph import CampaignGraph
 from onnes.stage_settings import stage_settings
 
 DEDUP = {"enabled": True, "ltol": 0.2, "stol": 0.3, "angle_tol": 5.0}
@@ -76,7 +77,7 @@ def combined_config(**entry) -> dict:
 
 def test_config_accepts_a_model_on_a_combined_set_and_refuses_bad_members():
     config = cfg.validate(combined_config())
-    assert "general" in cfg.structure_datasets(config)
+    assert "general" in CampaignGraph(config).structure_datasets()
     assert cfg.dataset_settings(config["data"], "general")["split_by"] == "structure"
     bad = combined_config()
     bad["data"]["combined"]["general"]["datasets"] = ["mp20", "oqmd"]
@@ -103,7 +104,7 @@ def test_a_combined_set_no_trained_model_uses_is_not_built():
     config["models"]["flow"] = {"family": "flow", "dataset": "mp20"}
     config["active_models"] = ["flow"]
     config = cfg.validate(config)
-    assert cfg.used_combined(config) == []
+    assert CampaignGraph(config).used_combined() == []
     config["active_models"] = ["flow-general"]
     with pytest.raises(cfg.ConfigError, match="'mpts52' is neither"):
         cfg.validate(config)
@@ -141,7 +142,7 @@ def test_union_of_real_mp20_and_mpts52_slices(mirror, tmp_path):
     shared ones and keeps every other row, each drop with a reason."""
     from onnes.data.curate import curate
     from onnes.data.fetch import fetch
-    from onnes.data.sources import DATASET_FILES
+    from onnes.catalogue import DATASET_FILES
 
     config = cfg.validate({"active_baselines": [], "data": {"datasets": ["mp20", "mpts52"],
                                     "per_dataset": {"mp20": {"max_records": 400}, "mpts52": {"max_records": 400}}}})

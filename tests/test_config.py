@@ -7,6 +7,7 @@ import yaml
 from snakemake.utils import validate as snakemake_validate
 
 from onnes import config as cfg
+from onnes.graph import CampaignGraph
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,4 +88,4 @@ def test_steering_overlays_are_valid_on_top_of_the_demo(overlay):
     config = cfg.validate(merged)
     assert config["active_models"][:2] == ["flow-tc-cfg", "flow-tc-uncond"]
     assert config["models"]["flow-tc-uncond"]["sample"]["num_samples"] == 2000
-    assert cfg.used_combined(config) == (["general"] if overlay == "steering-union.yaml" else [])
+    assert CampaignGraph(config).used_combined() == (["general"] if overlay == "steering-union.yaml" else [])

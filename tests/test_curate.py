@@ -14,7 +14,7 @@ from onnes import crystals
 from onnes.config import validate
 from onnes.data import curate as curate_module
 from onnes.data.curate import curate
-from onnes.data.sources import DATASET_FILES
+from onnes.catalogue import DATASET_FILES
 
 MP20_COLUMNS = ["material_id", "formation_energy_per_atom", "band_gap", "pretty_formula",
                 "e_above_hull", "elements", "cif", "spacegroup.number"]

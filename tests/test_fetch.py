@@ -9,7 +9,7 @@ import pytest
 
 from onnes.data import fetch as fetch_module
 from onnes.data.fetch import ChecksumError, FetchError, content_digest, fetch, tree_digest
-from onnes.data.sources import DATASET_FILES, FILES, RawFile
+from onnes.catalogue import DATASET_FILES, FILES, RawFile
 
 CSV = b"name,Tc\nMg1B2,39\nPb1,7.2\n"
 

@@ -81,7 +81,7 @@ def test_graphs_from_arrays_equal_chgnets_own_graphs(model):
     """The numpy graph builder gives chgnet's graph converter's arrays exactly, in its
     order: small cells (an atom bonded to its own images), random cells, a sparse cell
     with no bond short enough for an angle."""
-    from onnes.screen.chgnet_batch import crystal_graph
+    from onnes.mlip.chgnet_batch import crystal_graph
 
     rng = np.random.default_rng(3)
     cells = [rocksalt(), silicon(), Structure(Lattice.cubic(2.9), ["Fe"], [[0, 0, 0]]),
@@ -103,7 +103,7 @@ def test_graphs_from_arrays_equal_chgnets_own_graphs(model):
 def test_batched_energies_forces_stresses_match_chgnets_predictions(model):
     """One backward pass over a batch featurised at once gives what chgnet's own
     ``predict_graph`` (two second-order backward passes, cell-by-cell features) gives."""
-    from onnes.screen.chgnet_batch import crystal_graph, energies_forces_stresses
+    from onnes.mlip.chgnet_batch import crystal_graph, energies_forces_stresses
 
     rng = np.random.default_rng(5)
     structures = [crystals.to_structure(row) for _, row in perturbed_table().iterrows()]

@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO, user_campaign
 
 from onnes import config as cfg
+from onnes.graph import CampaignGraph
 from onnes.stage_settings import SLICES, stage_settings
 
 
@@ -51,7 +52,7 @@ def test_every_rule_settings_are_the_stage_slice(tmp_path, configfile):
     assert config == cfg.validate(json.loads(json.dumps(config)))
     with_settings = {rule for rule, _, settings in jobs if settings is not None}
     expected = set(SLICES) - (set() if config["candidates"] else USER_RULES) - (
-        set() if cfg.used_combined(config) else COMBINED_RULES)
+        set() if CampaignGraph(config).used_combined() else COMBINED_RULES)
     assert with_settings == expected, "a rule passes --settings without a slice, or a slice has no rule"
     for rule, wildcards, settings in jobs:
         if settings is not None:

@@ -391,7 +391,7 @@ def test_slurm_outputs_match_a_local_run(demo_run, slurm_cluster, mirror, tmp_pa
 def test_full_curation_meets_the_campaign_floor(mirror, tmp_path):
     """The real data sets: >= 4,000 ordered 3DSC structures with Tc, >= 15,000 MP-20."""
     from onnes.data.fetch import fetch
-    from onnes.data.sources import DATASET_FILES
+    from onnes.catalogue import DATASET_FILES
 
     for dataset in ("3dsc", "mp20"):
         for path in DATASET_FILES[dataset]:

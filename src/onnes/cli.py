@@ -34,11 +34,22 @@ def _load_config(args: argparse.Namespace) -> dict:
     return cfg.load(getattr(args, "config", None))
 
 
+def _named(items: list[str] | None) -> dict[str, str]:
+    """``NAME=VALUE`` arguments as a dict, in the order given; a user error without '='."""
+    named = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise cfg.ConfigError(f"expected NAME=VALUE, got '{item}'")
+        named[name] = value
+    return named
+
+
 def _named_tables(items: list[str]) -> dict:
     """Crystal tables from ``NAME=PATH`` arguments, keyed by name."""
     from onnes.crystals import read_table
 
-    return {name: read_table(path) for name, path in (item.split("=", 1) for item in items)}
+    return {name: read_table(path) for name, path in _named(items).items()}
 
 
 # -- report -------------------------------------------------------------------------
@@ -106,7 +117,7 @@ def _dft_gather(args: argparse.Namespace) -> None:
 
 def _data_fetch(args: argparse.Namespace) -> None:
     from onnes.data.fetch import fetch
-    from onnes.data.sources import DATASET_FILES
+    from onnes.catalogue import DATASET_FILES
 
     paths = list(args.files)
     for dataset in args.dataset or []:
@@ -166,7 +177,7 @@ def _data_combine(args: argparse.Namespace) -> None:
     if args.dataset not in config["data"]["combined"]:
         raise cfg.ConfigError(f"'{args.dataset}' is not a combined data set (data.combined)")
     entry = config["data"]["combined"][args.dataset]
-    given = dict(item.split("=", 1) for item in args.members)
+    given = _named(args.members)
     if sorted(given) != sorted(entry["datasets"]):
         raise cfg.ConfigError(f"{args.dataset}: --member names {sorted(given)} are not data.combined."
                               f"{args.dataset}.datasets {entry['datasets']}")
@@ -369,7 +380,7 @@ def _tc_compare(args: argparse.Namespace) -> None:
 
     config = _load_config(args)
     tables = _named_tables(args.predicted)
-    pairs = dict(item.split("=", 1) for item in args.pairs or [])
+    pairs = _named(args.pairs)
     training = read_table(args.training) if args.training else None
     frame = compare(tables, training, config["tc"]["steering"]["thresholds"], pairs)
     with atomic_path(args.out) as tmp:
@@ -405,10 +416,7 @@ def _screen_hull_references(args: argparse.Namespace) -> None:
     from onnes.crystals import read_table, write_table
     from onnes.screen.hull import build_references
 
-    curated = {}
-    for item in args.curated or []:
-        name, _, path = item.partition("=")
-        curated[name] = read_table(path)
+    curated = {name: read_table(path) for name, path in _named(args.curated).items()}
     refs = build_references(args.mp20, curated)
     write_table(refs, args.out)
     log.info("hull references: %s", refs.source.value_counts().to_dict())
@@ -418,7 +426,7 @@ def _screen_known(args: argparse.Namespace) -> None:
     from onnes.crystals import write_table
     from onnes.screen.stages import known_structures
 
-    write_table(known_structures(dict(item.split("=", 1) for item in args.tables)), args.out)
+    write_table(known_structures(_named(args.tables)), args.out)
 
 
 def _screen_stability(args: argparse.Namespace) -> None:
@@ -505,6 +513,19 @@ def _nest(flat: dict[str, object]) -> dict:
             node = node.setdefault(part, {})
         node[leaf] = value
     return nested
+
+
+def _add_relax_parser(actions, help_text: str) -> None:
+    relax = actions.add_parser("relax", help=help_text)
+    relax.add_argument("--table", type=Path, required=True, help="crystal table; a screened one relaxes the "
+                       "rows past relax.select")
+    relax.add_argument("--out", type=Path, required=True, help="relaxed.parquet (work files beside it)")
+    relax.add_argument("--shard", type=int, default=0, help="which of relax.shards blocks to relax")
+    relax.add_argument("--references", type=Path, help="hull_references.parquet: with --elements, structures "
+                       "far above the hull are rejected early (relax.reject_above_hull)")
+    relax.add_argument("--elements", type=Path, help="MP elemental reference entries (json.gz)")
+    _add_config_options(relax)
+    relax.set_defaults(func=_relax)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -792,17 +813,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(report)
     report.set_defaults(func=_report)
 
-    relax = stages.add_parser("relax", help="batched MLIP pre-relaxation of a crystal table (relax.calculator; "
-                              "resumable)")
-    relax.add_argument("--table", type=Path, required=True, help="crystal table; a screened one relaxes the "
-                       "rows past relax.select")
-    relax.add_argument("--out", type=Path, required=True, help="relaxed.parquet (work files beside it)")
-    relax.add_argument("--shard", type=int, default=0, help="which of relax.shards blocks to relax")
-    relax.add_argument("--references", type=Path, help="hull_references.parquet: with --elements, structures "
-                       "far above the hull are rejected early (relax.reject_above_hull)")
-    relax.add_argument("--elements", type=Path, help="MP elemental reference entries (json.gz)")
-    _add_config_options(relax)
-    relax.set_defaults(func=_relax)
+    # the pre-relaxation is a screening step (onnes screen relax); "onnes relax" is kept as its alias
+    _add_relax_parser(screen_actions, "batched MLIP pre-relaxation of a crystal table (relax.calculator; "
+                      "resumable)")
+    _add_relax_parser(stages, "alias of 'onnes screen relax'")
     return parser
 
 

@@ -18,13 +18,13 @@ import jsonschema
 import yaml
 from pymatgen.core.periodic_table import Element
 
+from onnes.catalogue import DATASET_FILES
+from onnes.errors import ConfigError  # noqa: F401  (defined in the bottom layer; stages import it from here too)
+from onnes.graph import CampaignGraph
+
 # Structures may hold elements up to Pu: the MP-trained force fields used downstream
 # (CHGNet) cover Z = 1..94.
 DEFAULT_MAX_Z = 94
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the offending key."""
 
 
 def schema_path() -> Path:
@@ -116,8 +116,7 @@ def check_semantics(config: dict[str, Any], whole: bool = True, samplers: bool =
         _check_user_structures(config)
     models = config["models"]
     for name, entry in models.items():
-        references = (("adapter.base", entry["adapter"]["base"]), ("weights_from", entry["weights_from"]),
-                      ("reward.source", entry["reward"]["source"]), ("reward.samples", entry["reward"]["samples"]))
+        references = CampaignGraph.references(entry).items()
         for key, other in references:
             if other is None:
                 continue
@@ -204,15 +203,6 @@ def _check_reward(config: dict[str, Any], name: str, entry: dict[str, Any], whol
             raise ConfigError(f"{key}.samples: '{samples}' is not among active_models; its samples are needed")
 
 
-def structure_datasets(config: dict[str, Any]) -> list[str]:
-    """The campaign's data sets of crystal structures: built-in ones it curates, then its own."""
-    from onnes.data.sources import STRUCTURE_DATASETS
-
-    data = config["data"]
-    return ([d for d in data["datasets"] if d in STRUCTURE_DATASETS] + list(data["custom"])
-            + list(data.get("combined", {})))
-
-
 def dataset_settings(data: dict[str, Any], name: str) -> dict[str, Any]:
     """A data set's own settings: ``data.per_dataset.<name>``, ``data.custom.<name>`` or
     ``data.combined.<name>``."""
@@ -225,38 +215,13 @@ def dataset_settings(data: dict[str, Any], name: str) -> dict[str, Any]:
         raise ConfigError(f"no data set '{name}' in data.per_dataset, data.custom or data.combined") from None
 
 
-def trained_models(config: dict[str, Any]) -> set[str]:
-    """The models a run trains: the active ones and those whose weights they take."""
-    models = config["models"]
-    active = config["active_models"] or list(models)
-    trained = set(active)
-    for name in active:
-        if name in models:
-            trained |= {ref for ref in (models[name]["weights_from"], models[name]["adapter"]["base"],
-                                        models[name]["reward"]["source"]) if ref}
-            trained |= {models[ref]["adapter"]["base"] for ref in list(trained)
-                        if ref in models and models[ref]["adapter"]["base"]}
-    return trained & set(models)
-
-
-def used_combined(config: dict[str, Any]) -> list[str]:
-    """The combined data sets a run builds: those a trained model or a candidate source
-    uses. A preset inherits the default campaign's combined sets; one whose models it
-    does not train is neither built nor needs its members curated."""
-    models = config["models"]
-    used = {models[m]["dataset"] for m in trained_models(config)}
-    used |= {entry["dataset"] for entry in config["candidates"].values()}
-    return [name for name in config["data"]["combined"] if name in used]
-
-
 def _check_combined(config: dict[str, Any]) -> None:
     """A combined data set has a name of its own; one the run builds is made of structure
     sets the campaign curates or imports (not of other combined sets)."""
-    from onnes.data.sources import DATASET_FILES
-
     data = config["data"]
-    members_allowed = [d for d in structure_datasets(config) if d not in data["combined"]]
-    used = used_combined(config)
+    graph = CampaignGraph(config)
+    members_allowed = [d for d in graph.structure_datasets() if d not in data["combined"]]
+    used = graph.used_combined()
     for name, entry in data["combined"].items():
         key = f"config key 'data.combined.{name}"
         if name in DATASET_FILES or name in data["custom"]:
@@ -269,15 +234,14 @@ def _check_combined(config: dict[str, Any]) -> None:
 
 def _check_user_structures(config: dict[str, Any]) -> None:
     """Names of the user's data sets and candidate sources, and the data sets they refer to."""
-    from onnes.data.sources import DATASET_FILES
-
     custom, candidates = config["data"]["custom"], config["candidates"]
     for name in custom:
         if name in DATASET_FILES:
             raise ConfigError(f"config key 'data.custom.{name}': '{name}' is a built-in data set's name")
-    usable = structure_datasets(config)
+    graph = CampaignGraph(config)
+    usable = graph.structure_datasets()
     models = config["models"]
-    for name in sorted(trained_models(config)):
+    for name in sorted(graph.trained_models()):
         entry = models[name]
         if entry["dataset"] not in usable:
             raise ConfigError(f"config key 'models.{name}.dataset': '{entry['dataset']}' is neither a structure "

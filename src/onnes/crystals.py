@@ -16,7 +16,7 @@ import pandas as pd
 from ase import Atoms
 from pymatgen.core import DummySpecies, Lattice, Structure
 
-from onnes.config import ConfigError
+from onnes.errors import TableError
 from onnes.io import read_parquet, write_parquet
 
 REQUIRED_COLUMNS = ("id", "species", "frac_coords", "lattice", "source")
@@ -132,10 +132,6 @@ def to_atoms(row) -> Atoms:
 
 def to_atoms_list(table: pd.DataFrame) -> list[Atoms]:
     return [to_atoms(row) for _, row in table.iterrows()]
-
-
-class TableError(ConfigError):
-    """A file that is not a crystal table (a user error: the CLI prints one line, exit 2)."""
 
 
 def check_columns(table: pd.DataFrame, path: str | Path = "<table>") -> None:

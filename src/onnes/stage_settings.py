@@ -14,6 +14,8 @@ import json
 import shlex
 from typing import Any, Callable
 
+from onnes.graph import CampaignGraph
+
 Config = dict[str, Any]
 
 # Screening keys each screening rule reads (relaxation reads the whole relax block).
@@ -21,22 +23,6 @@ _MATCH_KEYS = ("min_distance", "min_volume", "oxidation_states", "matcher")
 # Relaxation keys the funnel's protocol block states (and whether a confirmation ran).
 _PROTOCOL_RELAX_KEYS = ("select", "calculator", "fmax", "max_steps", "relax_cell", "max_structures")
 _PROTOCOL_CONFIRM_KEYS = ("calculator", "fmax", "max_steps", "max_structures", "relax_cell")
-
-
-def model_entries(config: Config, name: str) -> dict[str, Any]:
-    """A model's entry plus the entries it refers to (weights_from, adapter.base,
-    reward.source, reward.samples), and theirs in turn: the whole architecture a
-    checkpoint was trained with, and every name the config checks look up."""
-    models, names, queue = config["models"], [], [name]
-    while queue:
-        current = queue.pop(0)
-        if current in names:
-            continue
-        names.append(current)
-        entry = models[current]
-        queue += [n for n in (entry["weights_from"], entry["adapter"]["base"], entry["reward"]["source"],
-                              entry["reward"]["samples"]) if n]
-    return {n: models[n] for n in names}
 
 
 # data keys that name data sets and their own settings, not curation's checks
@@ -71,14 +57,14 @@ def _combine(config: Config, dataset: str) -> Config:
 
 
 def _model(config: Config, model: str) -> Config:
-    return {"seed": config["seed"], "models": model_entries(config, model)}
+    return {"seed": config["seed"], "models": CampaignGraph(config).linked_entries(model)}
 
 
 def _train(config: Config, model: str) -> Config:
     """A model's entries without their sampling blocks: more samples, or another
     sampler, must not retrain a model (sampling reads its own slice, which overrides
     the sampling settings a checkpoint stores)."""
-    entries = model_entries(config, model)
+    entries = CampaignGraph(config).linked_entries(model)
     return {"seed": config["seed"],
             "models": {name: {k: v for k, v in entry.items() if k != "sample"} for name, entry in entries.items()}}
 

@@ -24,7 +24,7 @@ from onnes.data import labels
 from onnes.matching import Tolerances, find_duplicates
 from onnes.data.parse import Checks, parse_record
 from onnes.data.readers import iter_records
-from onnes.data.sources import DATASET_FILES, STRUCTURE_DATASETS
+from onnes.catalogue import DATASET_FILES, STRUCTURE_DATASETS
 
 log = logging.getLogger(__name__)
 DROP_COLUMNS = ["id", "source", "drop_reason", "drop_detail"]

@@ -1,6 +1,6 @@
 """Fetch raw data files into the cache: from a mirror directory or from upstream.
 
-Every file is checked against the registry (``onnes.data.sources``); a mismatch is an
+Every file is checked against the registry (``onnes.catalogue``); a mismatch is an
 error and the bad bytes never reach the cache (they are written to a temporary file
 that is removed on failure).
 """
@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from onnes.data.sources import FILES, RawFile
+from onnes.catalogue import FILES, RawFile
 from onnes.io import atomic_path
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import pandas as pd
 from pymatgen.core import Composition
 from pymatgen.core.periodic_table import Element
 
-from onnes.data.sources import DATASET_FILES
+from onnes.catalogue import DATASET_FILES
 
 _KEY_DECIMALS = 4
 

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from onnes.data.sources import DATASET_FILES
+from onnes.catalogue import DATASET_FILES
 
 _MP_ID = re.compile(r"-MP-(mp-\d+)")
 

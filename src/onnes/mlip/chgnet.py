@@ -1,5 +1,5 @@
 """CHGNet 0.3.0 (Deng et al., Nat. Mach. Intell. 5, 1031, 2023) through the batched path
-of :mod:`onnes.screen.chgnet_batch` (graphs from arrays, one backward pass per call).
+of :mod:`onnes.mlip.chgnet_batch` (graphs from arrays, one backward pass per call).
 
 Footing: MP2020-corrected. CHGNet is trained on MPtrj's corrected energies; applying the
 corrections again doubled them (formation-energy MAE against MP-20 DFT 0.024 eV/atom
@@ -33,11 +33,11 @@ class CHGNetMLIP(MLIP):
         self.elements = frozenset(range(1, CHGNET_MAX_Z + 1))
 
     def prepare(self, numbers, frac, lattice):
-        from onnes.screen.chgnet_batch import crystal_graph
+        from onnes.mlip.chgnet_batch import crystal_graph
 
         return crystal_graph(self.model, numbers, frac, lattice)
 
     def evaluate(self, prepared):
-        from onnes.screen.chgnet_batch import energies_forces_stresses
+        from onnes.mlip.chgnet_batch import energies_forces_stresses
 
         return energies_forces_stresses(self.model, prepared)

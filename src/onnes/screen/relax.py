@@ -10,7 +10,7 @@ bookkeeping around it:
   atoms; a structure that converges, reaches ``max_steps`` or is rejected leaves at once
   and the next queued structure takes its place, so no call runs on a half-empty tail;
 - FIRE vectorised over the batch (:mod:`onnes.screen.fire`); the MLIP batches its own
-  network call (CHGNet: :mod:`onnes.screen.chgnet_batch`);
+  network call (CHGNet: :mod:`onnes.mlip.chgnet_batch`);
 - early rejection (:class:`EarlyRejection`): after ``reject_after`` steps a structure
   whose energy is still far above the convex hull of its chemical system (by a margin
   that tightens later in the relaxation), or whose cell is blowing up, stops as

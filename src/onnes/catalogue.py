@@ -1,4 +1,4 @@
-"""Registry of the public data sets: where each raw file comes from and its checksums.
+"""The data catalogue: each public data set's raw files (whence, checksums) and its role in a campaign.
 
 Each file is kept under the same relative path in a mirror directory (e.g.
 ``../shared/data``) and in the campaign's local cache. Two checksums per file:
@@ -151,9 +151,19 @@ DATASET_FILES: dict[str, tuple[str, ...]] = {
 STRUCTURE_DATASETS = ("mp20", "mpts52", "wbm", "3dsc")
 COMPOSITION_DATASETS = ("supercon",)
 
-
-def files_of(dataset: str) -> tuple[RawFile, ...]:
-    try:
-        return tuple(FILES[p] for p in DATASET_FILES[dataset])
-    except KeyError:
-        raise KeyError(f"unknown data set '{dataset}'; known: {sorted(DATASET_FILES)}") from None
+# -- roles: what the later stages take each data set or file for --------------------
+# MP-20's DFT formation energies (LeMat-GenBench): the convex hull's reference entries,
+# and the band gaps the Tc predictor's metallicity gate and negatives learn from.
+HULL_REFERENCE_FILE = "hull_refs/mp20_formation_energies.parquet"
+# MP's elemental reference entries (matbench-discovery): each element's ground state.
+ELEMENT_REFERENCE_FILE = "hull_refs/mp_elemental_reference_entries_2023-02-07.json.gz"
+# Files fetched for later stages, not curated.
+AUXILIARY_FILES = DATASET_FILES["hull_refs"]
+# Structure sets with DFT energies on MP-2020-compatible footing whose curated rows join
+# the hull when the campaign curates them (screen.hull_datasets: null).
+DEFAULT_HULL_DATASETS = ("mpts52", "wbm")
+# The Tc predictor's labelled inputs: data set -> the predictor's argument.
+TC_INPUTS = {"supercon": "supercon", "3dsc": "structures"}
+# The training set the report's density and element figures compare samples with, when
+# the campaign curates it (else its first structure set).
+STRUCTURE_REFERENCE = "mp20"

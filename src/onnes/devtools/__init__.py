@@ -1,0 +1,1 @@
+"""Checks of the code base itself, run by the tests (``python -m onnes.devtools.imports``)."""

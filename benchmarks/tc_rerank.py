@@ -28,6 +28,7 @@ import pandas as pd
 
 from onnes.config import deep_merge, validate
 from onnes.crystals import read_table
+from onnes.tc.physics import high_pressure_mask
 from onnes.tc.predictor import TcPredictor, in_domain
 from onnes.tc.ranking import predict_candidates, rank, sort_candidates
 from onnes.tc.steering import compare
@@ -36,15 +37,18 @@ SHOWN = ["source", "formula", "e_above_hull", "tc_pred_mean", "tc_p_superconduct
          "tc_ood_score", "tc_tier"]
 
 
-def describe(name: str, pooled: pd.DataFrame, predictor: TcPredictor, top: int) -> None:
+def describe(name: str, pooled: pd.DataFrame, judge: TcPredictor, top: int) -> None:
     head = sort_candidates(pooled, ["source", "id"]).head(top).reset_index(drop=True)
-    # The new predictor's verdict on both lists, so that they are judged alike.
-    verdict = predictor.predict(head)
+    # One predictor's gate and OOD score judge both lists, so that they are judged alike.
+    verdict = judge.predict(head)
     head["tc_p_insulator"] = verdict.tc_p_insulator.to_numpy()
+    head["tc_ood_score"] = verdict.tc_ood_score.to_numpy()
     ood = ~in_domain(head).to_numpy()
     ood_above = int(sum(ood[i] and (~ood[i + 1:]).any() for i in range(len(head))))
+    pressure = high_pressure_mask(head["formula"])
     print(f"\n== {name}: top {len(head)}; gate calls band insulators: {int((head.tc_p_insulator > 0.5).sum())}; "
-          f"out-of-domain rows ranked above an in-domain one: {ood_above}")
+          f"out-of-domain rows ranked above an in-domain one: {ood_above}; "
+          f"high-pressure-only compositions: {int(pressure.sum())} {sorted(set(head.formula[pressure]))}")
     print(head[[c for c in SHOWN if c in head]].round(3).to_string())
 
 
@@ -55,9 +59,12 @@ def main() -> None:
     parser.add_argument("--settings", default="{}", help="JSON overriding tc.rank")
     parser.add_argument("--pairs", nargs="*", default=[], help="steered=baseline pairs of the steering table")
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--judge", type=Path, help="predictor whose gate and OOD score judge both lists "
+                        "(default: --predictor); e.g. the campaign's own when --predictor is an older recipe")
     args = parser.parse_args()
     settings = deep_merge(validate({"tc": {}}, whole=False)["tc"]["rank"], json.loads(args.settings))
     predictor = TcPredictor.load(args.predictor)
+    judge = TcPredictor.load(args.judge) if args.judge else predictor
     sources = sorted(p.parent.name for p in (args.results / "tc").glob("*/ranked.parquet"))
     before, after, predicted = [], [], {}
     for source in sources:
@@ -66,14 +73,14 @@ def main() -> None:
         predicted[source] = predict_candidates(read_table(args.results / f"screen/{source}/screened.parquet"), predictor)
         after.append(rank(predicted[source], settings).assign(source=source))
     print(f"campaign {args.results}; sources: {', '.join(sources)}; ranking: {json.dumps(settings)}")
-    describe("before (the campaign's own ranking)", pd.concat(before, ignore_index=True), predictor, args.top)
-    describe("after", pd.concat(after, ignore_index=True), predictor, args.top)
+    describe("the campaign's own ranking", pd.concat(before, ignore_index=True), judge, args.top)
+    describe(f"re-ranked by {args.predictor}", pd.concat(after, ignore_index=True), judge, args.top)
     pairs = dict(item.split("=", 1) for item in args.pairs)
     if pairs:
         thresholds = validate({"tc": {}}, whole=False)["tc"]["steering"]["thresholds"]
         table = compare(predicted, None, thresholds, pairs).set_index("source")
         columns = [c for c in table.columns if c.startswith("gain_")]
-        print("\nsteering gains with the new predictor (ratio [95 % interval]):")
+        print(f"\nsteering gains with {args.predictor}'s predictions (ratio [95 % interval]):")
         print(table.loc[list(pairs), columns].round(3).T.to_string())
 
 

@@ -16,6 +16,9 @@ table's headline gains recomputed with the new predictions.
         "gate": {"max_compositions": 4000}}}}'
     python benchmarks/tc_rerank.py --results results/demo --predictor /tmp/new-predictor \\
         --pairs flow-tc-cfg=flow-tc-uncond flow-tc-reward=flow-tc-uncond
+
+To see what an older recipe would have ranked, pass its predictor and ranking settings and
+let the campaign's own predictor judge both lists (``--judge results/demo/tc/predictor``).
 """
 
 from __future__ import annotations

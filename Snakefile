@@ -28,6 +28,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/cluster.smk"
+include: "rules/inputs.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/sample.smk"

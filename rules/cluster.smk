@@ -30,7 +30,9 @@ def slurm_nice(rule_name):
     nice = f"--nice={SLURM_NICE[rule_name]}"
     if rule_name in SLURM_NICE_ALWAYS:
         return nice
-    return lambda wildcards: "" if wildcards.get("model") in GRAPH.chain_sources() else nice
+    return lambda wildcards: (
+        "" if wildcards.get("model") in GRAPH.chain_sources() else nice
+    )
 
 
 def rule_resources(rule_name, **defaults):

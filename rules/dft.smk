@@ -3,40 +3,6 @@
 # gathered into dft.parquet. Slots, not candidate ids, name the jobs, so the DAG is known
 # before the ranking exists (no checkpoint); a slot without a candidate records that.
 
-DFT_ENABLED = GRAPH.dft_enabled()
-
-
-def _cp2k_data_input():
-    if config["dft"]["code"] == "cp2k":
-        return {"cp2k_data": f"{CACHE}/cp2k_pmg"}
-    return {}
-
-
-def cp2k_data_option(wildcards, input):
-    """``--cp2k-data DIR`` when the rule has the CP2K basis/potential index as input."""
-    if "cp2k_data" in input.keys():
-        return f"--cp2k-data {shlex.quote(input.cp2k_data)}"
-    return ""
-
-
-def dft_select_inputs(wildcards):
-    ranked = {name: f"{RESULTS}/tc/{name}/ranked.parquet" for name in CANDIDATE_SOURCES}
-    return {**ranked, **_cp2k_data_input()}
-
-
-def dft_run_inputs(wildcards):
-    return {"candidates": f"{RESULTS}/dft/candidates.parquet", **_cp2k_data_input()}
-
-
-def dft_results(wildcards):
-    return expand(
-        f"{RESULTS}/dft/slots/{{slot}}.json", slot=range(config["dft"]["top_k"])
-    )
-
-
-def dft_targets():
-    return [f"{RESULTS}/dft/dft.parquet"] if DFT_ENABLED else []
-
 
 rule dft_cp2k_data:
     output:

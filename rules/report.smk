@@ -1,55 +1,6 @@
 # The campaign page (results/{campaign}/report/index.html); every figure and table is
 # also registered for `snakemake --report`, with a caption in workflow/report/.
 
-TRAINED_MODELS = GRAPH.checkpoint_owners()
-
-
-def report_inputs(wildcards):
-    """Every table the campaign page reads, so it is redrawn when any of them changes."""
-    inputs = {
-        "funnels": expand(
-            f"{RESULTS}/screen/{{model}}/funnel.json", model=CANDIDATE_SOURCES
-        ),
-        "screened": expand(
-            f"{RESULTS}/screen/{{model}}/screened.parquet", model=CANDIDATE_SOURCES
-        ),
-        "curves": expand(
-            f"{RESULTS}/models/{{model}}/metrics.csv", model=TRAINED_MODELS
-        ),
-        "raw": [
-            f"{CACHE}/{path}" for d in BUILTIN_DATASETS for path in DATASET_FILES[d]
-        ]
-        + [f"{CACHE}/{path}" for path in AUXILIARY_FILES]
-        + [f for d in CUSTOM_DATASETS for f in user_files(config["data"]["custom"][d])]
-        + [f for c in USER_CANDIDATES for f in user_files(config["candidates"][c])],
-        "structure_reference": f"{RESULTS}/data/{GRAPH.structure_reference()}/train.parquet",
-    }
-    if TC_ENABLED:
-        inputs["predicted"] = expand(
-            f"{RESULTS}/tc/{{model}}/predicted.parquet", model=CANDIDATE_SOURCES
-        )
-        inputs["ranked"] = expand(
-            f"{RESULTS}/tc/{{model}}/ranked.parquet", model=CANDIDATE_SOURCES
-        )
-        if GRAPH.tc_reference():
-            inputs["tc_reference"] = f"{RESULTS}/data/{GRAPH.tc_reference()}/train.parquet"
-    if DFT_ENABLED:
-        inputs["dft"] = f"{RESULTS}/dft/dft.parquet"
-    return inputs
-
-
-def report_reference_options(wildcards, input):
-    options = f"--structure-reference {shlex.quote(input.structure_reference)}"
-    if "tc_reference" in input.keys():
-        options += f" --tc-reference {shlex.quote(input.tc_reference)}"
-    return options
-
-
-def report_targets():
-    if not config["report"]["enabled"]:
-        return []
-    return [f"{RESULTS}/report/index.html"]
-
 
 rule campaign_report:
     input:

@@ -1,47 +1,6 @@
 # Superconductivity: Tc predictor (held-out figures), Tc of every screened candidate,
 # the ranking that feeds DFT, and the steering comparison table.
 
-TC_ENABLED = GRAPH.tc_enabled()
-
-
-def tc_predictor_inputs(wildcards):
-    """The labelled data sets, and the MP DFT table (band gaps) when the predictor takes
-    its band insulators as negatives or trains the metallicity gate."""
-    inputs = {
-        role: f"{RESULTS}/data/{d}/curated.parquet"
-        for role, d in GRAPH.tc_inputs().items()
-    }
-    predictor = config["tc"]["predictor"]
-    if predictor["negatives"]["enabled"] or predictor["gate"]["enabled"]:
-        inputs["dft"] = f"{CACHE}/{HULL_REFERENCE_FILE}"
-    return inputs
-
-
-def reward_source_predictions(wildcards):
-    """The screened, Tc-predicted samples a reward fine-tune's rewarded set is drawn from."""
-    model = GRAPH.reward_samples(wildcards.model)
-    return f"{RESULTS}/tc/{model}/predicted.parquet"
-
-
-def tc_compare_inputs(wildcards):
-    inputs = {
-        name: f"{RESULTS}/tc/{name}/predicted.parquet" for name in CANDIDATE_SOURCES
-    }
-    if GRAPH.tc_reference():
-        inputs["training"] = f"{RESULTS}/data/{GRAPH.tc_reference()}/train.parquet"
-    return inputs
-
-
-def tc_targets():
-    if not TC_ENABLED:
-        return []
-    ranked = expand(f"{RESULTS}/tc/{{model}}/ranked.parquet", model=CANDIDATE_SOURCES)
-    return [
-        f"{RESULTS}/tc/predictor/metrics.json",
-        *ranked,
-        f"{RESULTS}/tc/steering.csv",
-    ]
-
 
 rule tc_predictor:
     input:

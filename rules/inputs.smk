@@ -1,0 +1,134 @@
+# Input functions of the later stages (superconductivity, DFT, the report); kept apart
+# from their rule files, as Snakemake's linter asks. The paths and the functions
+# several stages share are in common.smk.
+
+# -- superconductivity --------------------------------------------------------------
+TC_ENABLED = GRAPH.tc_enabled()
+
+
+def tc_predictor_inputs(wildcards):
+    """The labelled data sets, and the MP DFT table (band gaps) when the predictor takes
+    its band insulators as negatives or trains the metallicity gate."""
+    inputs = {
+        role: f"{RESULTS}/data/{d}/curated.parquet"
+        for role, d in GRAPH.tc_inputs().items()
+    }
+    predictor = config["tc"]["predictor"]
+    if predictor["negatives"]["enabled"] or predictor["gate"]["enabled"]:
+        inputs["dft"] = f"{CACHE}/{HULL_REFERENCE_FILE}"
+    return inputs
+
+
+def reward_source_predictions(wildcards):
+    """The screened, Tc-predicted samples a reward fine-tune's rewarded set is drawn from."""
+    model = GRAPH.reward_samples(wildcards.model)
+    return f"{RESULTS}/tc/{model}/predicted.parquet"
+
+
+def tc_compare_inputs(wildcards):
+    inputs = {
+        name: f"{RESULTS}/tc/{name}/predicted.parquet" for name in CANDIDATE_SOURCES
+    }
+    if GRAPH.tc_reference():
+        inputs["training"] = f"{RESULTS}/data/{GRAPH.tc_reference()}/train.parquet"
+    return inputs
+
+
+def tc_targets():
+    if not TC_ENABLED:
+        return []
+    ranked = expand(f"{RESULTS}/tc/{{model}}/ranked.parquet", model=CANDIDATE_SOURCES)
+    return [
+        f"{RESULTS}/tc/predictor/metrics.json",
+        *ranked,
+        f"{RESULTS}/tc/steering.csv",
+    ]
+
+
+# -- DFT ----------------------------------------------------------------------------
+DFT_ENABLED = GRAPH.dft_enabled()
+
+
+def _cp2k_data_input():
+    if config["dft"]["code"] == "cp2k":
+        return {"cp2k_data": f"{CACHE}/cp2k_pmg"}
+    return {}
+
+
+def cp2k_data_option(wildcards, input):
+    """``--cp2k-data DIR`` when the rule has the CP2K basis/potential index as input."""
+    if "cp2k_data" in input.keys():
+        return f"--cp2k-data {shlex.quote(input.cp2k_data)}"
+    return ""
+
+
+def dft_select_inputs(wildcards):
+    ranked = {name: f"{RESULTS}/tc/{name}/ranked.parquet" for name in CANDIDATE_SOURCES}
+    return {**ranked, **_cp2k_data_input()}
+
+
+def dft_run_inputs(wildcards):
+    return {"candidates": f"{RESULTS}/dft/candidates.parquet", **_cp2k_data_input()}
+
+
+def dft_results(wildcards):
+    return expand(
+        f"{RESULTS}/dft/slots/{{slot}}.json", slot=range(config["dft"]["top_k"])
+    )
+
+
+def dft_targets():
+    return [f"{RESULTS}/dft/dft.parquet"] if DFT_ENABLED else []
+
+
+# -- report -------------------------------------------------------------------------
+TRAINED_MODELS = GRAPH.checkpoint_owners()
+
+
+def report_inputs(wildcards):
+    """Every table the campaign page reads, so it is redrawn when any of them changes."""
+    inputs = {
+        "funnels": expand(
+            f"{RESULTS}/screen/{{model}}/funnel.json", model=CANDIDATE_SOURCES
+        ),
+        "screened": expand(
+            f"{RESULTS}/screen/{{model}}/screened.parquet", model=CANDIDATE_SOURCES
+        ),
+        "curves": expand(
+            f"{RESULTS}/models/{{model}}/metrics.csv", model=TRAINED_MODELS
+        ),
+        "raw": [
+            f"{CACHE}/{path}" for d in BUILTIN_DATASETS for path in DATASET_FILES[d]
+        ]
+        + [f"{CACHE}/{path}" for path in AUXILIARY_FILES]
+        + [f for d in CUSTOM_DATASETS for f in user_files(config["data"]["custom"][d])]
+        + [f for c in USER_CANDIDATES for f in user_files(config["candidates"][c])],
+        "structure_reference": f"{RESULTS}/data/{GRAPH.structure_reference()}/train.parquet",
+    }
+    if TC_ENABLED:
+        inputs["predicted"] = expand(
+            f"{RESULTS}/tc/{{model}}/predicted.parquet", model=CANDIDATE_SOURCES
+        )
+        inputs["ranked"] = expand(
+            f"{RESULTS}/tc/{{model}}/ranked.parquet", model=CANDIDATE_SOURCES
+        )
+        if GRAPH.tc_reference():
+            inputs["tc_reference"] = (
+                f"{RESULTS}/data/{GRAPH.tc_reference()}/train.parquet"
+            )
+    if DFT_ENABLED:
+        inputs["dft"] = f"{RESULTS}/dft/dft.parquet"
+    return inputs
+
+
+def report_reference_options(wildcards, input):
+    options = f"--structure-reference {shlex.quote(input.structure_reference)}"
+    if "tc_reference" in input.keys():
+        options += f" --tc-reference {shlex.quote(input.tc_reference)}"
+    return options
+
+
+def report_targets():
+    if not config["report"]["enabled"]:
+        return []
+    return [f"{RESULTS}/report/index.html"]

@@ -52,7 +52,7 @@ def main() -> None:
             rows.append((dataset, result.report, time.perf_counter() - t0))
     total = time.perf_counter() - started
     print(f"hardware: {hardware()}; workers per data set: {args.workers}")
-    print(f"| data set | records in | kept | dropped (by reason) | Tc labelled | wall s |")
+    print("| data set | records in | kept | dropped (by reason) | Tc labelled | wall s |")
     print("|---|---:|---:|---|---:|---:|")
     for dataset, report, seconds in rows:
         dropped = ", ".join(f"{k} {v}" for k, v in report["dropped"].items()) or "-"

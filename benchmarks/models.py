@@ -22,7 +22,7 @@ from onnes.config import validate  # noqa: E402
 from onnes.crystals import read_table  # noqa: E402
 from onnes.models.batch import CrystalDataset, Vocabulary  # noqa: E402
 from onnes.models.lattice import LatticeNormalizer, params_from_matrix  # noqa: E402
-from onnes.models.model import GenerativeModel, count_parameters, default_steps  # noqa: E402
+from onnes.models.model import GenerativeModel, count_parameters  # noqa: E402
 
 FAMILIES = {
     "flow": {"family": "flow"},
@@ -78,7 +78,8 @@ def run(device: torch.device, dataset, vocabulary, normalizer, args) -> list[tup
             sync(device)
             if step >= 3:  # warm-up excluded
                 timings.append(time.perf_counter() - t0)
-        steps = default_steps(settings)
+        plan = model.sampling_plan()
+        steps = plan.steps
         sizes = torch.as_tensor(rng.choice([len(s) for s in dataset.species], args.samples), device=device)
         model.eval()
         sync(device)
@@ -87,7 +88,7 @@ def run(device: torch.device, dataset, vocabulary, normalizer, args) -> list[tup
             model.sample(sizes, steps, torch.Generator(device=device).manual_seed(0))
         sync(device)
         seconds = time.perf_counter() - t0
-        evals = model.sampler().evaluations(steps)
+        evals = model.sampler(plan).evaluations(steps)
         rows.append((name, device.type, count_parameters(model), args.batch, 1 / np.mean(timings), steps, evals,
                      args.samples / seconds))
     return rows

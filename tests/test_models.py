@@ -13,7 +13,9 @@ from onnes.models.lattice import LatticeNormalizer, matrix_from_params, params_f
 from onnes.models.model import GenerativeModel
 from onnes.models.processes import (
     Context,
+    PROCESSES,
     Masking,
+    StepMode,
     WrappedNormalVE,
     _interpolant_coefficients,
     signed_wrap,
@@ -176,7 +178,8 @@ def test_masking_reveals_everything_by_the_end():
 
 
 def test_confident_unmasking_reveals_the_expected_count_most_certain_first():
-    process = Masking(num_types=4, order="confidence")
+    process = Masking(num_types=4)
+    confident = StepMode(unmasking="confidence")
     crystal = torch.tensor([0] * 6 + [1] * 4)
     ctx = Context(crystal, 2)
     x = process.prior((10, 4), None, "cpu")
@@ -185,7 +188,7 @@ def test_confident_unmasking_reveals_the_expected_count_most_certain_first():
     t, dt = torch.full((10, 1), 0.0), torch.full((10, 1), 1 / 6)  # expected reveals: 1 and 2/3 per crystal
     revealed = torch.zeros(10)
     for seed in range(200):
-        revealed += (process.step(x, logits, t, dt, ctx, torch.Generator().manual_seed(seed)) != 4).float()
+        revealed += (process.step(x, logits, t, dt, ctx, torch.Generator().manual_seed(seed), confident) != 4).float()
     assert revealed[0] == 200 and revealed[1:6].sum() == 0  # exactly one per step, the certain atom
     assert 100 < revealed[9] < 170 and revealed[6:9].sum() == 0  # 2/3 on average, stochastically rounded
 
@@ -196,8 +199,8 @@ def test_type_temperature_sharpens_draws():
     t, dt = torch.zeros(4000, 1), torch.ones(4000, 1)
     shares = []
     for temperature in (1.0, 0.25):
-        x = Masking(2, temperature=temperature).prior((4000, 2), None, "cpu")
-        drawn = Masking(2, temperature=temperature).step(x, logits, t, dt, ctx, torch.Generator().manual_seed(0))
+        x = Masking(2).prior((4000, 2), None, "cpu")
+        drawn = Masking(2).step(x, logits, t, dt, ctx, torch.Generator().manual_seed(0), StepMode(temperature=temperature))
         shares.append((drawn == 0).float().mean().item())
     assert abs(shares[0] - 0.6) < 0.03 and shares[1] > 0.8  # 0.6^4 / (0.6^4 + 0.4^4) = 0.84
 
@@ -280,3 +283,35 @@ def test_classifier_free_guidance_changes_samples(family, dataset, vocabulary):
     plain = model.sample(num_atoms, 4, torch.Generator().manual_seed(0), cond=cond, guidance=1.0)
     guided = model.sample(num_atoms, 4, torch.Generator().manual_seed(0), cond=cond, guidance=3.0)
     assert not torch.allclose(plain[2], guided[2])
+
+
+def test_the_family_registry_is_the_schema_enum_and_holds_each_family_default():
+    from onnes.config import load_schema
+    from onnes.models.families import FAMILIES, Family, SamplingPlan
+
+    assert sorted(FAMILIES) == sorted(load_schema()["$defs"]["model"]["properties"]["family"]["enum"])
+    for name, record in FAMILIES.items():  # every named process is registered
+        assert set(record.processes.values()) <= set(PROCESSES), name
+    assert SamplingPlan.of("kldm", {}) == SamplingPlan(sampler="sde", steps=1000)
+    assert SamplingPlan.of("flow", {"steps": None}) == SamplingPlan(sampler="ode", steps=100)
+    assert SamplingPlan.of("diffusion", {"sampler": None}).steps == 1000
+    with pytest.raises(ValueError, match="one process per modality"):
+        Family("half", {"lattice": "linear_flow", "frac": "torus_flow"})
+    with pytest.raises(ValueError, match="Heun"):
+        SamplingPlan.of("interpolant", {"sampler": "sde", "heun": True})
+    with pytest.raises(ValueError, match="unmasking"):
+        SamplingPlan.of("flow", {"unmasking": "leftmost"})
+    with pytest.raises(ValueError, match="unknown family 'vae'"):
+        SamplingPlan.of("vae", {})
+
+
+def test_sampling_settings_reach_the_type_process_only_through_the_step_mode(vocabulary):
+    model = make_model("flow", vocabulary, sample={"unmasking": "confidence", "type_temperature": 0.8,
+                                                   "sampler": "ode", "noise": 0.3})
+    before = dict(vars(model.processes["types"]))
+    sampler = model.sampler()
+    assert vars(model.processes["types"]) == before  # nothing written onto the process
+    assert sampler.mode == StepMode(stochastic=False, noise=0.0, temperature=0.8, unmasking="confidence")
+    plan = model.sampling_plan({**model.settings["sample"], "sampler": "sde", "noise": 0.3})
+    with pytest.raises(ValueError, match="no stochastic sampler"):  # flow paths have no SDE form
+        model.sampler(plan)

@@ -74,8 +74,9 @@ def validate(config: dict[str, Any], whole: bool = True, samplers: bool = True) 
 
     ``whole=False`` for a stage's slice (``--settings``): the checks across sections
     that a slice leaves out (a model's data set among the campaign's) are skipped; the
-    workflow ran them on the whole config. ``samplers=False`` skips building each model's
-    processes to check its sampling settings (it imports torch): the Snakefile passes it
+    workflow ran them on the whole config. Every model's sampling settings must make a
+    ``SamplingPlan``; ``samplers=False`` skips building its processes to check that they
+    can take the plan's steps (it imports torch): the Snakefile passes it
     when a cluster job re-reads the workflow, which the main process has checked.
     Raises ConfigError naming the first offending key.
     """
@@ -134,8 +135,7 @@ def check_semantics(config: dict[str, Any], whole: bool = True, samplers: bool =
         for symbol in entry["sample"]["elements"] or []:
             if not Element.is_valid_symbol(symbol):
                 raise ConfigError(f"config key 'models.{name}.sample.elements': unknown element symbol '{symbol}'")
-        if samplers and not any(other for _, other in references):  # an architecture of its own
-            _check_sampler(name, entry)
+        _check_sampler(name, entry, samplers and not any(other for _, other in references))
     _check_calculators(config)
     for dataset in config["screen"]["hull_datasets"] or []:
         if dataset not in data["datasets"]:
@@ -158,14 +158,19 @@ def _check_calculators(config: dict[str, Any]) -> None:
             raise ConfigError(f"config key '{key}.calculator': unknown MLIP '{name}' (known: {', '.join(mlip_names())})")
 
 
-def _check_sampler(name: str, entry: dict[str, Any]) -> None:
-    """The sampling settings name a sampler the model's processes support: caught
-    before a campaign trains, not when it samples."""
-    from onnes.models.model import build_processes
-    from onnes.models.samplers import build_sampler
+def _check_sampler(name: str, entry: dict[str, Any], processes: bool) -> None:
+    """The sampling settings make a plan (no torch), and, with ``processes``, one the
+    model's processes can take (it builds them: torch): caught before a campaign trains,
+    not when it samples."""
+    from onnes.models.families import SamplingPlan
 
     try:
-        build_sampler(entry["sample"], build_processes(entry, num_types=2), entry["family"])
+        plan = SamplingPlan.of(entry["family"], entry["sample"])
+        if processes:
+            from onnes.models.model import build_processes
+            from onnes.models.samplers import build_sampler
+
+            build_sampler(plan, build_processes(entry, num_types=2))
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config key 'models.{name}': {error}") from None
 

@@ -20,7 +20,8 @@ from tqdm import tqdm
 from onnes.config import fill_model_defaults
 from onnes.crystals import read_table, write_table
 from onnes.models.batch import Vocabulary
-from onnes.models.model import GenerativeModel, default_steps
+from onnes.models.families import SamplingPlan
+from onnes.models.model import GenerativeModel
 from onnes.train import checkpoint
 from onnes.train.loop import derive_seed
 
@@ -94,7 +95,7 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
     shard_seed = derive_seed(seed, name, "sample", shard)
     rng = np.random.default_rng(shard_seed)
     gen = torch.Generator(device=device).manual_seed(shard_seed)
-    steps = default_steps(model.settings)
+    plan = model.sampling_plan()
     vocabulary = Vocabulary(state["vocabulary"])
     allowed = allowed_type_mask(sample_cfg.get("elements"), vocabulary, device)
     cond_value = sample_cfg.get("target") if cond_value is None else cond_value
@@ -107,7 +108,7 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
     else:
         cells, num_atoms = None, draw_num_atoms(state["num_atoms_histogram"], count, rng)
     rows, started = [], time.perf_counter()
-    for start, (types, frac, lattice, sizes) in _generate(model, num_atoms, cells, steps, gen, device, cond_value,
+    for start, (types, frac, lattice, sizes) in _generate(model, plan, num_atoms, cells, gen, device, cond_value,
                                                            f"sample {name}[{shard}]", allowed):
         rows += _rows(types, frac, lattice, sizes, vocabulary, name, shard, start)
     seconds = time.perf_counter() - started
@@ -115,8 +116,8 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
     write_table(table, out_path)
     rate = count / max(seconds, 1e-9)
     log.info("%s shard %d: %d structures in %.1f s (%.1f structures/s, %d steps, %s)", name, shard, count,
-             seconds, rate, steps, device)
-    return {"count": count, "seconds": seconds, "structures_per_s": rate, "steps": steps}
+             seconds, rate, plan.steps, device)
+    return {"count": count, "seconds": seconds, "structures_per_s": rate, "steps": plan.steps}
 
 
 def allowed_type_mask(symbols: list[str] | None, vocabulary: Vocabulary, device) -> torch.Tensor | None:
@@ -140,11 +141,11 @@ def allowed_type_mask(symbols: list[str] | None, vocabulary: Vocabulary, device)
     return mask
 
 
-def _generate(model, num_atoms: np.ndarray, cells: list[np.ndarray] | None, steps: int, gen, device,
+def _generate(model, plan: SamplingPlan, num_atoms: np.ndarray, cells: list[np.ndarray] | None, gen, device,
               cond_value: list[float] | None, label: str, allowed: torch.Tensor | None = None):
     """Yield (start, (types, frac, lattice, sizes) as arrays) batch by batch."""
     sample_cfg = model.settings["sample"]
-    sampler = model.sampler()
+    sampler = model.sampler(plan)
     for start in tqdm(range(0, len(num_atoms), sample_cfg["batch_size"]), desc=label, mininterval=5):
         stop = start + sample_cfg["batch_size"]
         sizes = torch.as_tensor(num_atoms[start:stop], device=device)
@@ -152,7 +153,7 @@ def _generate(model, num_atoms: np.ndarray, cells: list[np.ndarray] | None, step
         if cond_value is not None:
             cond = torch.tensor(cond_value, dtype=torch.float32, device=device).expand(len(sizes), -1)
         fixed = None if cells is None else torch.as_tensor(np.concatenate(cells[start:stop]), device=device)
-        types, frac, lattice = model.sample(sizes, steps, gen, sampler=sampler, cond=cond,
+        types, frac, lattice = model.sample(sizes, plan.steps, gen, sampler=sampler, cond=cond,
                                             guidance=sample_cfg["guidance"], fixed_types=fixed,
                                             allowed_types=allowed)
         yield start, (types.cpu().numpy(), frac.cpu().numpy(), lattice.cpu().numpy(), sizes.cpu().numpy())
@@ -181,7 +182,7 @@ def sample_csp(model_path: str | Path, reference: pd.DataFrame, count: int, out_
     gen = torch.Generator(device=device).manual_seed(derive_seed(seed, name, "csp", 1))
     num_atoms = np.array([len(c) for c in cells], dtype=np.int64)
     rows = []
-    for start, arrays in _generate(model, num_atoms, cells, default_steps(model.settings), gen, device, None,
+    for start, arrays in _generate(model, model.sampling_plan(), num_atoms, cells, gen, device, None,
                                    f"csp {name}"):
         rows += _rows(*arrays, vocabulary, f"{name}-csp", 0, start)
     table = pd.DataFrame(rows)

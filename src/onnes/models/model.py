@@ -19,30 +19,20 @@ from onnes.models.batch import CrystalBatch, crystal_index
 from onnes.models.denoiser import Denoiser, DenoiserSpec
 from onnes.models.elements import element_features
 from onnes.models.lattice import LatticeNormalizer, matrix_from_params, params_from_matrix
-from onnes.models.processes import FAMILIES, PROCESSES, T_EPS, Context, Masking, Process, known_processes
-from onnes.models.samplers import MODALITIES, Sampler, build_sampler
+from onnes.models.families import MODALITIES, SamplingPlan, family
+from onnes.models.processes import PROCESSES, T_EPS, Context, Masking, Process, known_processes
+from onnes.models.samplers import Sampler, build_sampler
 
 
 def build_processes(settings: dict[str, Any], num_types: int) -> dict[str, Process]:
-    """Processes of a model from its config entry (family + optional per-modality
-    overrides). Only architecture settings shape them; the sampling settings that act
-    on a process's update (unmasking temperature and order) are applied by
-    ``GenerativeModel.sample``."""
-    names = dict(FAMILIES[settings["family"]])
-    kwargs: dict[str, dict] = {m: {} for m in MODALITIES}
-    if settings["family"] == "interpolant":
-        shared = {k: settings["interpolant"][k] for k in ("kind", "gamma", "gamma_scale")}
-        kwargs = {m: dict(shared) for m in MODALITIES}
-    for modality, override in settings.get("processes", {}).items():
-        override = dict(override)
-        name = override.pop("name", names[modality])
+    """Processes of a model from its config entry (its family's processes, with the
+    entry's per-modality overrides). Only architecture settings shape them; the sampling
+    plan reaches them step by step (``StepMode``)."""
+    specs = family(settings["family"]).process_specs(settings, num_types)
+    for modality, (name, _) in specs.items():
         if name not in PROCESSES and name not in known_processes():
             raise ValueError(f"processes.{modality}: unknown process '{name}' (registered: {sorted(PROCESSES)})")
-        names[modality] = name
-        kwargs[modality] = override
-    if settings["types"] == "masked":
-        names["types"], kwargs["types"] = "masking", {"num_types": num_types}
-    processes = {m: PROCESSES[names[m]](**kwargs[m]) for m in MODALITIES}
+    processes = {m: PROCESSES[name](**kwargs) for m, (name, kwargs) in specs.items()}
     for modality in ("lattice", "types"):
         if processes[modality].aux_dim:
             raise ValueError(f"processes.{modality}: auxiliary per-atom state is supported on frac only")
@@ -152,13 +142,15 @@ class GenerativeModel(nn.Module):
         conditional = self._net(*state, t_vec, num_atoms, crystal, cond)
         return tuple(u + guidance * (c - u) for c, u in zip(conditional, unconditional))
 
-    def sampler(self, sample_settings: dict[str, Any] | None = None) -> Sampler:
-        """The sampler that ``sample_settings`` (default: the model's own) name."""
+    def sampling_plan(self, sample_settings: dict[str, Any] | None = None) -> SamplingPlan:
+        """The plan ``sample_settings`` (default: the model's own) describe, with the
+        family's defaults."""
         settings = self.settings["sample"] if sample_settings is None else sample_settings
-        if self.masked_types:  # unmasking knobs act on the type update, not the weights
-            self.processes["types"].temperature = settings.get("type_temperature", 1.0)
-            self.processes["types"].order = settings.get("unmasking", "random")
-        return build_sampler(settings, self.processes, self.settings["family"])
+        return SamplingPlan.of(self.settings["family"], settings)
+
+    def sampler(self, plan: SamplingPlan | None = None) -> Sampler:
+        """The sampler of ``plan`` (default: the model's own sampling settings)."""
+        return build_sampler(plan or self.sampling_plan(), self.processes)
 
     @torch.no_grad()
     def sample(
@@ -218,13 +210,6 @@ class GenerativeModel(nn.Module):
             types = types.argmax(-1)
         params = self.normalizer.decode(procs["lattice"].finalize(lattice))
         return types, frac, matrix_from_params(params, num_atoms)
-
-
-def default_steps(settings: dict[str, Any]) -> int:
-    steps = settings["sample"]["steps"]
-    if steps:
-        return int(steps)
-    return 1000 if settings["family"] in ("diffusion", "kldm") else 100
 
 
 def count_parameters(model: nn.Module) -> int:

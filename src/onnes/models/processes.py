@@ -6,7 +6,7 @@ A process acts on one modality: the lattice (B, 6), fractional coordinates (N, 3
 the torus, or atom types (N, K) continuous / (N,) discrete. ``ctx`` carries the crystal
 index of each atom so processes can remove per-crystal means.
 
-Families are bundles of processes (``FAMILIES``). A process knows its corruption
+Families are bundles of processes (``onnes.models.families``). A process knows its corruption
 (training) and its per-step update; the loop that integrates, Heun averaging, correctors
 and the choice between a deterministic and a stochastic step belong to the samplers
 (``onnes.models.samplers``), which hand each step its ``StepMode``. A new process is one
@@ -40,10 +40,14 @@ TWO_PI = 2 * math.pi
 class StepMode:
     """How a sampler asks a process to step: the deterministic (probability-flow) update
     or the stochastic one (Euler-Maruyama / exponential integrator), with the noise
-    level ``noise`` where the process has a tunable one (interpolants)."""
+    level ``noise`` where the process has a tunable one (interpolants); masked types are
+    drawn at ``temperature`` and revealed in ``unmasking`` order (random or confidence).
+    Sampling settings reach a process only this way, never as its state."""
 
     stochastic: bool = False
     noise: float = 0.0
+    temperature: float = 1.0
+    unmasking: str = "random"
 
 
 ODE = StepMode()
@@ -544,8 +548,9 @@ class Masking(Process):
     type is revealed with probability t, else replaced by the mask token. The network
     predicts logits of the clean type; unmasking while sampling draws from them.
 
-    Sampling knobs (no retraining): ``temperature`` divides the logits before a type is
-    drawn; ``order`` picks which masked atoms are revealed at a step: ``random`` (each
+    Sampling knobs (no retraining, from the sampler's ``StepMode``): ``temperature``
+    divides the logits before a type is drawn; ``unmasking`` picks which masked atoms
+    are revealed at a step: ``random`` (each
     with probability dt / (1 - t), the exact reverse process) or ``confidence`` (the same
     expected number per crystal, taken where the network is most certain: MaskGIT, Chang
     et al. 2022), so the first elements fixed in a cell are the ones the rest agree on.
@@ -553,12 +558,9 @@ class Masking(Process):
 
     has_ode = False
 
-    def __init__(self, num_types: int, temperature: float = 1.0, order: str = "random"):
-        if order not in ("random", "confidence"):
-            raise ValueError(f"unknown unmasking order '{order}' (random or confidence)")
+    def __init__(self, num_types: int):
         self.num_types = num_types
         self.mask = num_types
-        self.temperature, self.order = temperature, order
 
     def prior(self, shape, gen, device, ctx=None):
         return torch.full(shape[:1], self.mask, dtype=torch.long, device=device)
@@ -577,9 +579,9 @@ class Masking(Process):
         masked = x == self.mask
         p_unmask = (dt.squeeze(-1) / (1 - t.squeeze(-1)).clamp_min(1e-6)).clamp(0, 1)
         p_unmask = torch.where(t_next >= 1 - 1e-6, torch.ones_like(p_unmask), p_unmask)
-        probs = torch.softmax(pred.float() / self.temperature, -1)
+        probs = torch.softmax(pred.float() / mode.temperature, -1)
         drawn = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-        if self.order == "random":
+        if mode.unmasking == "random":
             unmask = masked & (torch.rand(x.shape, generator=gen, device=x.device) < p_unmask)
         else:
             unmask = self._most_confident(masked, probs.gather(-1, drawn.unsqueeze(-1)).squeeze(-1), p_unmask, ctx,
@@ -641,14 +643,3 @@ def known_processes() -> dict[str, type[Process]]:
         if entry.name not in PROCESSES:
             register_process(entry.name, entry.load())
     return PROCESSES
-
-# Each family: the process of each modality. "types" is the continuous-type process;
-# `types: masked` in the config swaps in Masking for any family.
-FAMILIES: dict[str, dict[str, str]] = {
-    "diffusion": {"lattice": "vp_diffusion", "frac": "wrapped_normal_ve", "types": "vp_diffusion"},
-    "flow": {"lattice": "linear_flow", "frac": "torus_flow", "types": "linear_flow"},
-    "interpolant": {"lattice": "interpolant", "frac": "periodic_interpolant", "types": "interpolant"},
-    # KLDM: kinetic Langevin on coordinates; lattice and continuous types as the
-    # diffusion family (VP DDPM), as the KLDM paper does for the lattice.
-    "kldm": {"lattice": "vp_diffusion", "frac": "kinetic_langevin", "types": "vp_diffusion"},
-}

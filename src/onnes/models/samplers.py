@@ -2,8 +2,9 @@
 
 A sampler owns the loop over time, the choice of a deterministic or stochastic step
 (``StepMode``), Heun averaging and Langevin correctors; each process only knows its own
-one-step update and, where it has one, its corrector. The sampling settings choose and
-configure the sampler (``build_sampler``); they never reach a process's constructor, so
+one-step update and, where it has one, its corrector. A model's ``SamplingPlan`` (its
+sampling settings with the family's defaults, ``onnes.models.families``) chooses and
+configures the sampler (``build_sampler``); it never reaches a process's constructor, so
 no sampling setting can make a model fail to build or train.
 
 - ``Euler``: one network evaluation per step, each process's deterministic update
@@ -22,9 +23,8 @@ from typing import Callable
 
 import torch
 
+from onnes.models.families import MODALITIES, SamplingPlan
 from onnes.models.processes import ODE, Context, Process, StepMode
-
-MODALITIES = ("lattice", "frac", "types")
 
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 Predict = Callable[[State, float], State]  # network outputs at (state, t)
@@ -39,10 +39,8 @@ def column(x: torch.Tensor, value: float) -> torch.Tensor:
 class Sampler:
     """Base: the loop. ``advance`` makes one predictor step from the prediction at t."""
 
-    mode: StepMode = ODE
-
-    def __init__(self, processes: dict[str, Process]):
-        self.processes = [processes[m] for m in MODALITIES]
+    def __init__(self, processes: dict[str, Process], mode: StepMode = ODE):
+        self.processes, self.mode = [processes[m] for m in MODALITIES], mode
         for process in self.processes:
             process.check_mode(self.mode)
 
@@ -82,9 +80,10 @@ class Euler(Sampler):
 
 
 class EulerMaruyama(Sampler):
-    def __init__(self, processes, noise: float = 0.0):
-        self.mode = StepMode(stochastic=True, noise=noise)
-        super().__init__(processes)
+    def __init__(self, processes, mode: StepMode = StepMode(stochastic=True)):
+        if not mode.stochastic:
+            raise ValueError("EulerMaruyama takes a stochastic StepMode")
+        super().__init__(processes, mode)
 
 
 class Heun(Sampler):
@@ -123,25 +122,18 @@ class PredictorCorrector(Sampler):
         return state
 
 
-# The sampler each family uses when ``sample.sampler`` is not set: KLDM's reverse SDE
-# by its exponential integrator (the paper's EM sampler), the others as before.
-DEFAULT_SAMPLER = {"kldm": "sde"}
-
-
-def build_sampler(sample: dict, processes: dict[str, Process], family: str | None = None) -> Sampler:
-    """The sampler named by a model's ``sample`` settings: ``sampler`` ode (Euler, or
-    Heun with ``heun``) or sde (Euler-Maruyama with ``noise``), wrapped in a
-    predictor-corrector when ``corrector_steps`` > 0 and a process has a corrector."""
-    kind = sample.get("sampler") or DEFAULT_SAMPLER.get(family, "ode")
-    if kind == "sde":
-        if sample.get("heun"):
-            raise ValueError("Heun's method is for sample.sampler: ode")
-        predictor: Sampler = EulerMaruyama(processes, sample.get("noise", 0.0))
-    elif kind == "ode":
-        predictor = Heun(processes) if sample.get("heun") else Euler(processes)
+def build_sampler(plan: SamplingPlan, processes: dict[str, Process]) -> Sampler:
+    """The sampler a plan names: ode (Euler, or Heun with ``heun``) or sde
+    (Euler-Maruyama at ``noise``), wrapped in a predictor-corrector when
+    ``corrector_steps`` > 0 and a process has a corrector. Raises ValueError when a
+    process cannot take the plan's steps (SDE sampling of a gamma-free interpolant)."""
+    stochastic = plan.sampler == "sde"
+    mode = StepMode(stochastic=stochastic, noise=plan.noise if stochastic else 0.0,
+                    temperature=plan.type_temperature, unmasking=plan.unmasking)
+    if mode.stochastic:
+        predictor: Sampler = EulerMaruyama(processes, mode)
     else:
-        raise ValueError(f"unknown sampler '{kind}' (ode or sde)")
-    corrector_steps = sample.get("corrector_steps", 0)
-    if corrector_steps and any(p.has_corrector for p in predictor.processes):
-        return PredictorCorrector(predictor, corrector_steps, sample.get("step_lr"))
+        predictor = (Heun if plan.heun else Euler)(processes, mode)
+    if plan.corrector_steps and any(p.has_corrector for p in predictor.processes):
+        return PredictorCorrector(predictor, plan.corrector_steps, plan.step_lr)
     return predictor

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from onnes.crystals import read_table
 from onnes.io import atomic_path
 from onnes.models.batch import CrystalDataset, Vocabulary
+from onnes.models.families import FAMILIES
 from onnes.models.lattice import LatticeNormalizer, params_from_matrix
 from onnes.models.model import GenerativeModel, count_parameters
 from onnes.train import checkpoint
@@ -193,8 +194,10 @@ def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
     return table.to_dict("records")
 
 
-# Keys that define a network's architecture: a fine-tune inherits them from its base.
-ARCHITECTURE_KEYS = ("family", "types", "processes", "interpolant", "denoiser")
+# Keys that define a network's architecture: a fine-tune inherits them from its base
+# (with every config block a family shares among its processes, e.g. the interpolant's).
+ARCHITECTURE_KEYS = ("family", "types", "processes", "denoiser",
+                     *sorted({f.shared[0] for f in FAMILIES.values() if f.shared}))
 
 
 def adapter_settings(settings: dict, base_settings: dict) -> dict:

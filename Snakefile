@@ -3,7 +3,7 @@
 # Architecture: docs/architecture.md (stages, the crystal-table contract, output layout).
 import os
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 import onnes.config
 
@@ -17,13 +17,14 @@ os.environ.setdefault("ONNES_SOURCE", workflow.basedir)
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-# Defaults come from the schema; unknown keys and wrong types fail here. onnes.config
-# runs first because its message names the offending key (data.per_dataset.mp20.max_atom)
-# where a bare JSON-schema error prints the whole config. A cluster job re-reads this
-# file twice (job script and job step): it skips the sampler check, which imports torch
-# and which the main process has run (about 2.5 s of CPU per job).
+# Defaults come from the schema; unknown keys and wrong types fail here, with a message
+# naming the offending key (data.per_dataset.mp20.max_atom) where a bare JSON-schema
+# error prints the whole config. (It is the schema snakemake.utils.validate would read,
+# with the same defaults: a second validation would only cost every job a second.) A
+# cluster job re-reads this file twice (job script and job step): it skips the sampler
+# check that builds each model's processes, which imports torch and which the main
+# process has run (about 2.5 s of CPU per job).
 onnes.config.validate(config, samplers=workflow.is_main_process)
-validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "rules/common.smk"

@@ -16,7 +16,7 @@ from conftest import REPO, skip_or_fail_in_ci
 from pymatgen.core import Composition, Structure
 
 from onnes import crystals
-from onnes.config import validate
+from onnes.config import load, validate
 from onnes.data.curate import curate
 from onnes.matching import Tolerances, find_known
 from onnes.tc.physics import high_pressure_only
@@ -286,11 +286,11 @@ def check_rank_order(ranked):
 
 @pytest.mark.mirror
 def test_demo_dft_stage_end_to_end(demo_run):
-    """CP2K single points on the demo's top 2 runnable candidates, through atomate2 and
+    """A CP2K single point on the demo's top runnable candidate, through atomate2 and
     jobflow, gathered with every candidate passed over on the way."""
     table = crystals.read_table(demo_run / "results/demo/dft/dft.parquet")
     selected = table[table.dft_slot >= 0]
-    assert selected.dft_slot.tolist() == [0, 1]
+    assert selected.dft_slot.tolist() == [0]
     assert set(table.dft_status) <= {"success", "failed", "unconverged", "skipped"}
     assert (table[table.dft_slot < 0].dft_error.str.len() > 0).all()
     done = selected[selected.dft_status == "success"]
@@ -324,7 +324,7 @@ DEMO_SLURM_JOBS = {"curate_dataset": 3, "train_model": 6, "sample_shard": 14, "s
                    "sample_baseline": 2, "screen_match": 9, "relax_shard": 18, "screen_stability": 9,
                    "confirm_candidates": 9, "screen_finish": 9,
                    "reference_fingerprints": 2, "screen_metrics": 9, "tc_predictor": 1, "tc_rank": 9,
-                   "dft_run": 2}
+                   "dft_run": 1}
 
 
 def require_slurm(slurm_cluster):
@@ -369,9 +369,10 @@ def test_slurm_outputs_match_a_local_run(demo_run, slurm_cluster, mirror, tmp_pa
     """The local executor gives the same tables as the SLURM run: curated and split
     data, hull references and the Tc predictor from a local Snakemake run of the same
     targets, and a sampling shard from the SLURM job's own command run locally on the
-    SLURM-trained checkpoint."""
+    SLURM-trained checkpoint. (MP-20's curation is left out: the same code as 3DSC's,
+    and the slowest of the three.)"""
     require_slurm(slurm_cluster)
-    names = [f"results/demo/data/{dataset}/{split}.parquet" for dataset in ("mp20", "3dsc", "supercon")
+    names = [f"results/demo/data/{dataset}/{split}.parquet" for dataset in ("3dsc", "supercon")
              for split in ("curated", "train", "val", "test")] + ["results/demo/screen/hull_references.parquet"]
     snakemake("--cores", "2", *demo_args(tmp_path, mirror), "--", *names, "results/demo/tc/predictor/metrics.json")
     for name in names:
@@ -388,20 +389,22 @@ def test_slurm_outputs_match_a_local_run(demo_run, slurm_cluster, mirror, tmp_pa
 
 
 @pytest.mark.mirror
-def test_full_curation_meets_the_campaign_floor(mirror, tmp_path):
-    """The real data sets: >= 4,000 ordered 3DSC structures with Tc, >= 15,000 MP-20."""
+def test_full_curation_meets_the_campaign_floor(mirror, tmp_path, demo_run):
+    """The real data sets: >= 4,000 ordered 3DSC structures with Tc, >= 15,000 MP-20.
+    The demo curates all of the mirror's MP-20 at the default settings; 3DSC, which the
+    demo caps at 2,000 records, is curated whole here."""
     from onnes.data.fetch import fetch
     from onnes.catalogue import DATASET_FILES
 
-    for dataset in ("3dsc", "mp20"):
-        for path in DATASET_FILES[dataset]:
-            fetch(path, tmp_path, mirror)
+    for path in DATASET_FILES["3dsc"]:
+        fetch(path, tmp_path, mirror)
     data_config = validate({})["data"]
     sc = curate("3dsc", tmp_path, data_config, workers=2)
     assert sc.report["tc"]["labelled"] >= 4000
     assert sc.kept.tc_K.notna().sum() >= 4000
-    mp20 = curate("mp20", tmp_path, data_config, workers=2)
-    assert mp20.report["kept"] >= 15000
+    assert load(REPO / "config/demo.yaml")["data"]["per_dataset"]["mp20"] == data_config["per_dataset"]["mp20"]
+    mp20 = json.loads((demo_run / "results/demo/data/curation.json").read_text())["datasets"]["mp20"]
+    assert mp20["records_in"] >= 17000 and mp20["kept"] >= 15000
 
 
 DEMO_SOURCES = [*DEMO_MODELS, "pyxtal", "substitution"]

@@ -213,8 +213,9 @@ def test_sampling_settings_apply_without_retraining(splits, tmp_path):
     stored, _ = load_model(tmp_path / "last.ckpt")
     assert type(stored.sampler()).__name__ == "Euler"
     sde = model_settings("interpolant", interpolant={"gamma": "bridge"}, sample={"sampler": "sde", "noise": 0.2})
-    model, _ = load_model(tmp_path / "last.ckpt", sample_settings=sde["sample"])
-    sampler = model.sampler()
+    model, _ = load_model(tmp_path / "last.ckpt")
+    sampler = model.sampler(model.sampling_plan(sde["sample"]))
+    assert model.settings["sample"]["sampler"] is None  # the checkpoint's settings stay as trained
     assert type(sampler).__name__ == "EulerMaruyama" and sampler.mode.noise == 0.2
     a = sample_shard(tmp_path / "last.ckpt", 0, tmp_path / "ode.parquet", seed=0, settings=settings)
     b = sample_shard(tmp_path / "last.ckpt", 0, tmp_path / "sde.parquet", seed=0, settings=sde)

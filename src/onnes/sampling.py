@@ -28,23 +28,27 @@ from onnes.train.loop import derive_seed
 log = logging.getLogger(__name__)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu",
-               sample_settings: dict | None = None) -> tuple[GenerativeModel, dict]:
-    """The EMA model of a checkpoint; ``sample_settings`` replaces the stored sampling
-    settings (sampler, noise, corrector, counts), which choose the sampler and never
-    the weights or the processes."""
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GenerativeModel, dict]:
+    """The EMA model of a checkpoint, with the settings it was trained with (sampling
+    settings are passed to generation as a ``SamplingPlan``, never merged into them)."""
     state = checkpoint.load(path, map_location=device)
     vocabulary = state["vocabulary"]
-    settings = state["settings"] if sample_settings is None else {**state["settings"], "sample": sample_settings}
     # A checkpoint written before a setting existed gets the schema's default for it, but
     # the architecture it was trained with: composition pooling and element descriptors
     # did not exist then.
     legacy = {"composition": False, "element_features": False}
-    settings = {**settings, "denoiser": {**legacy, **settings["denoiser"]}}
-    settings = fill_model_defaults(settings)
+    settings = fill_model_defaults({**state["settings"], "denoiser": {**legacy, **state["settings"]["denoiser"]}})
     model = GenerativeModel(settings, len(vocabulary))
     model.load_state_dict(state["state_dict"])
     return model.to(device).eval(), state
+
+
+def sampling_of(model: GenerativeModel, settings: dict | None) -> tuple[dict, SamplingPlan]:
+    """(the ``sample`` block, its plan) that generation uses: the current config entry's
+    ``settings`` when given (sampling knobs change without retraining), else the
+    checkpoint's own."""
+    sample = settings["sample"] if settings else model.settings["sample"]
+    return sample, model.sampling_plan(sample)
 
 
 def shard_sizes(total: int, shards: int) -> list[int]:
@@ -87,15 +91,14 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
     entry with ``weights_from`` samples another model's weights under its own name.
     """
     device = _resolve_device((settings or {}).get("sample", {}).get("device", "auto"))
-    model, state = load_model(model_path, device, settings["sample"] if settings else None)
-    sample_cfg = model.settings["sample"]
+    model, state = load_model(model_path, device)
+    sample_cfg, plan = sampling_of(model, settings)
     torch.set_num_threads(sample_cfg["threads"])
     name = name or state["model_name"]
     count = shard_sizes(sample_cfg["num_samples"], sample_cfg["shards"])[shard]
     shard_seed = derive_seed(seed, name, "sample", shard)
     rng = np.random.default_rng(shard_seed)
     gen = torch.Generator(device=device).manual_seed(shard_seed)
-    plan = model.sampling_plan()
     vocabulary = Vocabulary(state["vocabulary"])
     allowed = allowed_type_mask(sample_cfg.get("elements"), vocabulary, device)
     cond_value = sample_cfg.get("target") if cond_value is None else cond_value
@@ -108,8 +111,8 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
     else:
         cells, num_atoms = None, draw_num_atoms(state["num_atoms_histogram"], count, rng)
     rows, started = [], time.perf_counter()
-    for start, (types, frac, lattice, sizes) in _generate(model, plan, num_atoms, cells, gen, device, cond_value,
-                                                           f"sample {name}[{shard}]", allowed):
+    for start, (types, frac, lattice, sizes) in _generate(model, sample_cfg, plan, num_atoms, cells, gen, device,
+                                                           cond_value, f"sample {name}[{shard}]", allowed):
         rows += _rows(types, frac, lattice, sizes, vocabulary, name, shard, start)
     seconds = time.perf_counter() - started
     table = pd.DataFrame(rows, columns=ROW_COLUMNS)  # an empty shard (more shards than samples) keeps them
@@ -141,10 +144,9 @@ def allowed_type_mask(symbols: list[str] | None, vocabulary: Vocabulary, device)
     return mask
 
 
-def _generate(model, plan: SamplingPlan, num_atoms: np.ndarray, cells: list[np.ndarray] | None, gen, device,
-              cond_value: list[float] | None, label: str, allowed: torch.Tensor | None = None):
+def _generate(model, sample_cfg: dict, plan: SamplingPlan, num_atoms: np.ndarray, cells: list[np.ndarray] | None,
+              gen, device, cond_value: list[float] | None, label: str, allowed: torch.Tensor | None = None):
     """Yield (start, (types, frac, lattice, sizes) as arrays) batch by batch."""
-    sample_cfg = model.settings["sample"]
     sampler = model.sampler(plan)
     for start in tqdm(range(0, len(num_atoms), sample_cfg["batch_size"]), desc=label, mininterval=5):
         stop = start + sample_cfg["batch_size"]
@@ -166,8 +168,9 @@ def sample_csp(model_path: str | Path, reference: pd.DataFrame, count: int, out_
     ``target_id`` names the row; compositions with elements the model never saw are
     left out (logged)."""
     device = _resolve_device((settings or {}).get("sample", {}).get("device", "auto"))
-    model, state = load_model(model_path, device, settings["sample"] if settings else None)
-    torch.set_num_threads(model.settings["sample"]["threads"])
+    model, state = load_model(model_path, device)
+    sample_cfg, plan = sampling_of(model, settings)
+    torch.set_num_threads(sample_cfg["threads"])
     vocabulary = Vocabulary(state["vocabulary"])
     name = name or state["model_name"]
     order = np.random.default_rng(derive_seed(seed, name, "csp", 0)).permutation(len(reference))
@@ -182,8 +185,7 @@ def sample_csp(model_path: str | Path, reference: pd.DataFrame, count: int, out_
     gen = torch.Generator(device=device).manual_seed(derive_seed(seed, name, "csp", 1))
     num_atoms = np.array([len(c) for c in cells], dtype=np.int64)
     rows = []
-    for start, arrays in _generate(model, model.sampling_plan(), num_atoms, cells, gen, device, None,
-                                   f"csp {name}"):
+    for start, arrays in _generate(model, sample_cfg, plan, num_atoms, cells, gen, device, None, f"csp {name}"):
         rows += _rows(*arrays, vocabulary, f"{name}-csp", 0, start)
     table = pd.DataFrame(rows)
     table["target_id"] = targets[:len(table)]

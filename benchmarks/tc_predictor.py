@@ -121,7 +121,7 @@ def main() -> None:
         runs[name] = []
         for seed in args.seeds:
             start = time.perf_counter()
-            predictor, metrics = evaluate(table, features, settings, seed, *gate)
+            predictor, metrics, _ = evaluate(table, features, settings, seed, *gate)
             runs[name].append(metrics)
             print(f"split {seed} ({time.perf_counter() - start:.0f} s): " + ", ".join(
                 f"{figure} {pick(metrics, path):.3f}" for figure, path in list(FIGURES.items())[:9]))

@@ -104,8 +104,13 @@ def report_inputs(wildcards):
         + [f for d in CUSTOM_DATASETS for f in user_files(config["data"]["custom"][d])]
         + [f for c in USER_CANDIDATES for f in user_files(config["candidates"][c])],
         "structure_reference": f"{RESULTS}/data/{GRAPH.structure_reference()}/train.parquet",
+        "summary": f"{RESULTS}/screen/summary.csv",
+        "hull_references": f"{RESULTS}/screen/hull_references.parquet",
     }
     if TC_ENABLED:
+        inputs["steering"] = f"{RESULTS}/tc/steering.csv"
+        inputs["predictor_metrics"] = f"{RESULTS}/tc/predictor/metrics.json"
+        inputs["held_out"] = f"{RESULTS}/tc/predictor/held_out.csv"
         inputs["predicted"] = expand(
             f"{RESULTS}/tc/{{model}}/predicted.parquet", model=CANDIDATE_SOURCES
         )
@@ -121,11 +126,26 @@ def report_inputs(wildcards):
     return inputs
 
 
-def report_reference_options(wildcards, input):
-    options = f"--structure-reference {shlex.quote(input.structure_reference)}"
-    if "tc_reference" in input.keys():
-        options += f" --tc-reference {shlex.quote(input.tc_reference)}"
-    return options
+# The single files the page reads, passed by name (--summary PATH, ...): the report
+# never rebuilds a path from the results folder for them.
+REPORT_FILES = (
+    "structure_reference",
+    "tc_reference",
+    "summary",
+    "hull_references",
+    "steering",
+    "predictor_metrics",
+    "held_out",
+    "dft",
+)
+
+
+def report_file_options(wildcards, input):
+    return " ".join(
+        f"--{key.replace('_', '-')} {shlex.quote(input[key])}"
+        for key in REPORT_FILES
+        if key in input.keys()
+    )
 
 
 def report_targets():

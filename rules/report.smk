@@ -56,9 +56,9 @@ rule campaign_report:
         cache=CACHE,
         repo=workflow.basedir,
         out_dir=lambda wildcards, output: os.path.dirname(output.index),
-        references=report_reference_options,
+        files=report_file_options,
         settings=settings_of("campaign_report"),
     shell:
         "onnes report --results {params.results:q} --out-dir {params.out_dir:q} --sources {params.sources}"
         " --models {params.models} --raw-files {input.raw:q} --cache {params.cache:q} --repo {params.repo:q}"
-        " {params.references} --settings {params.settings} > {log:q} 2>&1"
+        " {params.files} --settings {params.settings} > {log:q} 2>&1"

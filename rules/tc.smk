@@ -9,6 +9,7 @@ rule tc_predictor:
         model=f"{RESULTS}/tc/predictor/model.json",
         domain=f"{RESULTS}/tc/predictor/domain.npz",
         metrics=f"{RESULTS}/tc/predictor/metrics.json",
+        held_out=f"{RESULTS}/tc/predictor/held_out.csv",
     log:
         f"{RESULTS}/logs/tc/predictor.log",
     benchmark:

@@ -112,6 +112,13 @@ def test_predictor_learns_saves_without_pickle_and_flags_out_of_domain(tmp_path)
     assert "r2" in metrics["mixed_rows_expected_tc"]
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["regression_superconductors"]["r2"] == pytest.approx(regression["r2"])
+    # The held-out records behind those figures (the page's parity and calibration plots).
+    held_out = pd.read_csv(tmp_path / "held_out.csv")
+    assert len(held_out) == metrics["classification"]["superconducting"]["count"]
+    superconductors = held_out[held_out.tc_K > 0]
+    assert len(superconductors) == regression["count"]
+    from sklearn.metrics import r2_score
+    assert r2_score(superconductors.tc_K, superconductors.tc_if_superconducting) == pytest.approx(regression["r2"], abs=1e-4)
     assert set(np.load(tmp_path / "domain.npz", allow_pickle=False).files) == {"mean", "scale", "reference",
                                                                                "formulas", "tc"}
 

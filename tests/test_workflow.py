@@ -435,12 +435,28 @@ def test_demo_ends_with_the_campaign_page(demo_run):
     assert candidates.tc_nearest_superconductors.str.count(" K\\)").eq(3).all()
     assert not candidates.formula.map(high_pressure_only).any()
     assert set(candidates.dft_status) <= {"success", "failed", "unconverged", "skipped", "not_selected"}
-    for _, row in candidates.iterrows():  # a picture and a CIF that parses back to the formula
-        cif = next((report / "candidates").glob(f"{row.id}.cif"))
-        assert Structure.from_file(cif).composition.reduced_formula == Composition(row.formula).reduced_formula
+    for _, row in candidates.iterrows():  # a picture and CIFs (as relaxed, symmetrised) of the formula
+        for cif in (report / f"candidates/{row.id}.cif", report / f"candidates/symmetrised/{row.id}.cif"):
+            assert Structure.from_file(cif).composition.reduced_formula == Composition(row.formula).reduced_formula
         assert (report / f"candidates/{row.id}.png").stat().st_size > 1000
+        # Two tolerances: a loose relaxation is often P1 at 0.01 A, never more symmetric than at 0.1 A.
+        assert isinstance(row.space_group_tight, str) and isinstance(row.space_group, str)
+        assert row.hull_context.startswith(f"{row.e_above_hull:+.3f} eV/atom, decomposes to ")
+        if len(Composition(row.formula).elements) == 2:
+            assert (report / f"candidates/{row.id}_hull.png").stat().st_size > 1000
+    # What the campaign measured, each table beside the page as CSV.
+    quality = pd.read_csv(report / "quality.csv")
+    assert quality.source.tolist() == DEMO_SOURCES and quality.valid.str.contains(r"\[").all()
+    steering = pd.read_csv(report / "steering.csv").set_index("source")
+    assert steering.loc[["flow-tc-cfg", "flow-tc-reward"], "against"].eq("flow-tc-uncond").all()
+    assert steering.loc[["flow-tc-cfg", "flow-tc-reward"], "gain"].str.match(r"[\d.]+x \[").all()
+    predictor = pd.read_csv(report / "tc_predictor.csv").set_index("figure").value
+    metrics = json.loads((demo_run / "results/demo/tc/predictor/metrics.json").read_text())
+    assert predictor["Tc if superconducting: R²"].startswith(f"{metrics['regression_superconductors']['r2']:.3f}")
+    dft = pd.read_csv(report / "dft.csv")
+    assert len(dft) >= 1 and dft.status.iloc[0] == "success" and dft.code.eq("cp2k").all()
     provenance = json.loads((report / "provenance.json").read_text())
-    assert len(provenance["git"]["commit"]) in (40, len("unknown"))
+    assert len(provenance["git"]["commit"]) == 40 or provenance["git"]["commit"] == "not a git checkout"
     assert provenance["seeds"]["campaign"] == 0 and "sample flow shard 1" in provenance["seeds"]
     assert provenance["versions"]["torch"].startswith("2.") and provenance["hardware"]["cpus"] >= 1
     assert all(len(digest) == 64 for digest in provenance["data"].values())
@@ -467,9 +483,16 @@ def test_report_tables_and_figures_are_reproducible(demo_run, tmp_path):
          "--sources", *sources, "--models", *(m for m in DEMO_MODELS if m != "flow-tc-uncond"),
          "--structure-reference", str(demo_run / "results/demo/data/mp20/train.parquet"),
          "--tc-reference", str(demo_run / "results/demo/data/3dsc/train.parquet"),
+         *(f"--{option}" if i % 2 == 0 else str(demo_run / "results/demo" / option)
+           for pair in [("summary", "screen/summary.csv"), ("hull-references", "screen/hull_references.parquet"),
+                        ("steering", "tc/steering.csv"), ("predictor-metrics", "tc/predictor/metrics.json"),
+                        ("held-out", "tc/predictor/held_out.csv"), ("dft", "dft/dft.parquet")]
+           for i, option in enumerate(pair)),
          "--settings", json.dumps(config)], check=True, capture_output=True)
-    for name in ["funnel.csv", "stability.csv", "candidates.csv", "figures/funnel.png", "figures/training.png",
-                 "figures/distributions.png", "figures/space_groups.png"]:
+    figures = [f"figures/{name}.{kind}" for name in ("funnel", "training", "distributions", "space_groups",
+                                                     "tc_predictor") for kind in ("png", "svg")]
+    for name in ["funnel.csv", "stability.csv", "candidates.csv", "quality.csv", "steering.csv", "tc_predictor.csv",
+                 "dft.csv", *figures]:
         assert (tmp_path / name).read_bytes() == (first / name).read_bytes(), name
     assert provenance["seeds"] == json.loads((tmp_path / "provenance.json").read_text())["seeds"]
 
@@ -491,9 +514,18 @@ def test_campaign_page_renders_in_chromium(demo_run):
     rendered = json.loads(html.unescape(match.group(1)))
     candidates = pd.read_csv(demo_run / "results/demo/report/candidates.csv")
     assert rendered["broken"] == []
-    assert rendered["images"] == 4 + len(candidates)  # four figures and a picture per candidate
+    binaries = sum(len(Composition(f).elements) == 2 for f in candidates.formula)
+    # Five figures, a picture per candidate and a hull plot per two-element candidate.
+    assert rendered["images"] == 5 + len(candidates) + binaries and rendered["hull_plots"] == binaries
     assert rendered["candidate_rows"] == len(candidates) and rendered["funnel_rows"] == len(DEMO_SOURCES)
     assert rendered["stability_rows"] == len(DEMO_SOURCES) and rendered["protocol_rows"] > 10
+    assert rendered["quality_rows"] == len(DEMO_SOURCES)
+    assert rendered["steering_rows"] == len(DEMO_SOURCES) + 1  # and the training set's measured row
+    assert rendered["predictor_rows"] >= 8 and rendered["dft_rows"] >= 1
+    assert rendered["sections"] == ["Funnel", "Generation quality against the baselines", "Stability: SUN and MSUN",
+                                    "Steering toward high Tc", "The Tc predictor's own figures",
+                                    "DFT-verified candidates", "Top candidates", "Training", "Distributions",
+                                    "Provenance"]
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     shot = artifacts / "campaign-report.png"

@@ -61,7 +61,9 @@ def _report(args: argparse.Namespace) -> None:
     write_report(ReportInputs(
         results=args.results, out_dir=args.out_dir, config=_load_config(args), sources=args.sources,
         models=args.models or [], raw_files=args.raw_files or [], cache=args.cache, repo=args.repo,
-        tc_reference=args.tc_reference, structure_reference=args.structure_reference))
+        tc_reference=args.tc_reference, structure_reference=args.structure_reference, summary=args.summary,
+        steering=args.steering, predictor_metrics=args.predictor_metrics, held_out=args.held_out, dft=args.dft,
+        hull_references=args.hull_references))
 
 
 # -- dft ----------------------------------------------------------------------------
@@ -810,6 +812,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--repo", type=Path, default=Path("."), help="workflow checkout (git commit)")
     report.add_argument("--tc-reference", type=Path, help="training table with measured tc_K")
     report.add_argument("--structure-reference", type=Path, help="training table for density and elements")
+    report.add_argument("--summary", type=Path, help="screen/summary.csv (generation quality)")
+    report.add_argument("--hull-references", type=Path, help="screen/hull_references.parquet (hull plots)")
+    report.add_argument("--steering", type=Path, help="tc/steering.csv")
+    report.add_argument("--predictor-metrics", type=Path, help="tc/predictor/metrics.json")
+    report.add_argument("--held-out", type=Path, help="tc/predictor/held_out.csv (parity, calibration)")
+    report.add_argument("--dft", type=Path, help="dft/dft.parquet")
     _add_config_options(report)
     report.set_defaults(func=_report)
 

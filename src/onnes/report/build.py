@@ -1,5 +1,6 @@
-"""Writes ``results/{campaign}/report/``: index.html, its figures, candidate pictures and
-CIFs, the funnel and candidate tables as CSV, and the provenance."""
+"""Writes ``results/{campaign}/report/``: index.html, its figures (PNG and SVG), candidate
+pictures, hull plots and CIFs (as relaxed and symmetrised), every table as CSV, and the
+provenance. The workflow passes every file it reads (``ReportInputs``)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import yaml
 from onnes import crystals
 from onnes.data.export import export_cif
 from onnes.io import atomic_path, write_json
-from onnes.report import collect, figures, page, provenance
+from onnes.data.export import SYMPREC
+from onnes.report import collect, figures, hull, measured, page, provenance
 
 log = logging.getLogger(__name__)
 
 FIGURES = {"funnel": "figures/funnel.png", "training": "figures/training.png",
-           "distributions": "figures/distributions.png", "space_groups": "figures/space_groups.png"}
+           "distributions": "figures/distributions.png", "space_groups": "figures/space_groups.png",
+           "predictor": "figures/tc_predictor.png"}
 
 NOTES = {
     "funnel": "Structures left after each step: generated; valid (structure and composition); unique; novel "
@@ -41,7 +44,29 @@ NOTES = {
                   "pre-relaxation. OOD: the composition lies outside the predictor's training domain, so the "
                   "prediction is an extrapolation. Why: the gate's P(insulator), the OOD score (above 1: "
                   "further from the training data than 95 % of it is from itself) and the three nearest known "
-                  "superconductors with their Tc.",
+                  "superconductors with their Tc. Space groups at two tolerances (spglib through pymatgen: "
+                  "0.01 Å, and 0.1 Å, which a loose relaxation needs); the symmetrised CIF is the structure "
+                  "refined at 0.1 Å. Hull: energy above the campaign's hull by the pre-relaxing and the "
+                  "confirming MLIP, what the candidate would decompose into, and for two-element candidates "
+                  "the hull of its system with the candidate at its pre-relaxation formation energy.",
+    "quality": "Generation quality as the literature defines it (CDVAE, DiffCSP): structural validity (all "
+               "distances above 0.5 Å, volume above 0.1 Å³), compositional validity (SMACT charge "
+               "balance), COV-R/P (CrystalNN and composition fingerprints against the test split), "
+               "Wasserstein distances of density and number of elements to the test split, CSP match rate "
+               "and RMSE (StructureMatcher on test compositions). Rates per generated structure with 95 % "
+               "Wilson intervals and counts; models and baselines in one table; SUN and MSUN in the stability "
+               "table below.",
+    "steering": "Did steering raise Tc? Among the valid, novel samples inside the Tc predictor's domain, the "
+                "share with P(Tc > 10 K) > 0.5, against the unguided source named in 'against' (gain with its "
+                "Katz 95 % interval), and the same share among MSUN and confirmed MSUN rows (per relaxed "
+                "novel structure). The training set row is the measured reference.",
+    "predictor": "The Tc predictor scored on compositions it never saw (grouped split by reduced formula): "
+                 "the regressor of Tc among superconductors, the classifiers, the conformal intervals' "
+                 "coverage, and how often it calls held-out non-superconductors superconducting. The "
+                 "'expected Tc' of the candidates is worth what these figures say.",
+    "dft": "The candidates DFT ran on, verified ones first: code, calculation, outcome and energy. The "
+           "settings are in config.yaml (dft block); each run's files and job store are under "
+           "dft/{source}/{id}/.",
 }
 
 
@@ -57,6 +82,12 @@ class ReportInputs:
     repo: Path
     tc_reference: Path | None = None
     structure_reference: Path | None = None
+    summary: Path | None = None  # screen/summary.csv
+    steering: Path | None = None  # tc/steering.csv
+    predictor_metrics: Path | None = None  # tc/predictor/metrics.json
+    held_out: Path | None = None  # tc/predictor/held_out.csv
+    dft: Path | None = None  # dft/dft.parquet
+    hull_references: Path | None = None  # screen/hull_references.parquet
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -93,38 +124,62 @@ def _distribution_data(inputs: ReportInputs) -> tuple[dict, dict, dict, dict, di
     return tc, e_hull, density, n_elements, symbols
 
 
-def _candidate_assets(candidates: pd.DataFrame, out_dir: Path) -> dict[str, dict[str, str]]:
-    """A picture and a CIF per candidate under candidates/, named by the (safe) id."""
+def _candidate_assets(candidates: pd.DataFrame, out_dir: Path,
+                      references: hull.HullReferences | None) -> dict[str, dict[str, str]]:
+    """Per candidate under candidates/, named by the (safe) id: a picture, the CIF as
+    relaxed, the symmetrised CIF, and for a two-element candidate its hull plot."""
     assets = {}
     directory = out_dir / "candidates"
     cifs = export_cif(candidates, directory)
-    for (_, row), cif in zip(candidates.iterrows(), cifs):
+    symmetrised = export_cif(candidates, directory / "symmetrised", SYMPREC)
+    for (_, row), cif, sym in zip(candidates.iterrows(), cifs, symmetrised):
         png = directory / f"{cif.stem}.png"
         figures.structure(crystals.to_atoms(row), png, f"{row.formula} ({row.space_group})")
-        assets[row.id] = {"png": f"candidates/{png.name}", "cif": f"candidates/{cif.name}"}
+        assets[row.id] = {"png": f"candidates/{png.name}", "cif": f"candidates/{cif.name}",
+                          "cif_symmetrised": f"candidates/symmetrised/{sym.name}"}
+        elements = hull.binary_elements(row.formula)
+        if references is not None and elements is not None and pd.notna(row.get("e_form_per_atom")):
+            from pymatgen.core import Composition
+
+            plot = directory / f"{cif.stem}_hull.png"
+            x = Composition(row.formula).get_atomic_fraction(elements[1])
+            figures.binary_hull(references.binary(elements), elements, (x, float(row.e_form_per_atom)),
+                                row.formula, plot)
+            assets[row.id]["hull"] = f"candidates/{plot.name}"
     return assets
 
 
 def write_report(inputs: ReportInputs) -> Path:
     out = inputs.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    dft_path = inputs.results / "dft/dft.parquet"
-    dft = crystals.read_table(dft_path) if dft_path.exists() else None
+    dft = crystals.read_table(inputs.dft) if inputs.dft is not None and Path(inputs.dft).exists() else None
 
     funnel = collect.funnel_table(inputs.results, inputs.sources, dft)
     _write_csv(funnel, out / "funnel.csv")
     stability, protocol = collect.stability_table(inputs.results, inputs.sources)
     _write_csv(stability, out / "stability.csv")
+    tables = {"quality": measured.quality_table(inputs.summary, inputs.sources),
+              "steering": measured.steering_table(inputs.steering),
+              "tc_predictor": measured.predictor_table(inputs.predictor_metrics),
+              "dft": measured.dft_table(dft)}
+    for name, table in tables.items():
+        _write_csv(table, out / f"{name}.csv")
     figures.funnel(funnel, out / FIGURES["funnel"])
     figures.training(collect.training_curves(inputs.results, inputs.models), out / FIGURES["training"])
     tc, e_hull, density, n_elements, symbols = _distribution_data(inputs)
     figures.distributions(tc, e_hull, density, n_elements, out / FIGURES["distributions"])
     figures.space_groups(symbols, out / FIGURES["space_groups"])
+    held_out = pd.read_csv(inputs.held_out) if inputs.held_out and Path(inputs.held_out).exists() else None
+    figures.predictor(held_out, out / FIGURES["predictor"])
 
     top = inputs.config["report"]["top_candidates"]
     candidates = collect.candidate_table(inputs.results, inputs.sources, dft, top)
+    candidates["hull_context"] = [hull.context(row) for _, row in candidates.iterrows()]
     _write_csv(collect.printable(candidates, collect.CANDIDATE_COLUMNS), out / "candidates.csv")
-    assets = _candidate_assets(candidates, out)
+    references = None
+    if inputs.hull_references is not None and Path(inputs.hull_references).exists():
+        references = hull.HullReferences.read(inputs.hull_references)
+    assets = _candidate_assets(candidates, out, references)
 
     record = {
         "git": provenance.git_state(inputs.repo),
@@ -136,10 +191,13 @@ def write_report(inputs: ReportInputs) -> Path:
     write_json(out / "provenance.json", record)
     config_yaml = yaml.safe_dump(inputs.config, sort_keys=True)
     _write_text(out / "config.yaml", config_yaml)
-    html_text = page.render(inputs.config["campaign"], funnel, candidates, assets, FIGURES, record, config_yaml,
-                            NOTES, stability, protocol)
-    _write_text(out / "index.html", html_text)
+    content = page.PageContent(
+        campaign=inputs.config["campaign"], funnel=funnel, stability=stability, protocol=protocol,
+        candidates=candidates, assets=assets, figures=FIGURES, provenance=record, config_yaml=config_yaml,
+        notes=NOTES, quality=tables["quality"],
+        quality_protocol=measured.metrics_protocol(inputs.results, inputs.sources), steering=tables["steering"],
+        predictor=tables["tc_predictor"], dft=tables["dft"])
+    _write_text(out / "index.html", page.render(content))
     log.info("report %s: %d sources, %d candidates, commit %s, %d DFT-verified", out / "index.html", len(funnel),
              len(candidates), record["git"]["commit"][:12], int(funnel.dft_verified.sum()))
     return out / "index.html"
-

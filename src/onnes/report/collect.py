@@ -19,7 +19,8 @@ FUNNEL_STEPS = list(CAMPAIGN_STEPS)
 # g/cm^3 from amu/A^3.
 AMU_PER_A3_TO_G_PER_CM3 = 1.66053906660
 
-CANDIDATE_COLUMNS = ["rank", "source", "id", "formula", "space_group", "num_sites", "e_above_hull",
+CANDIDATE_COLUMNS = ["rank", "source", "id", "formula", "space_group", "space_group_tight", "num_sites",
+                     "e_above_hull", "confirm_e_above_hull", "hull_context",
                      "tc_pred_mean", "tc_pred_std", "tc_p_superconducting", "tc_lo_90", "tc_hi_90", "tc_ood",
                      "tc_ood_score", "tc_p_insulator", "tc_nearest_superconductors", "tc_tier", "tc_acquisition",
                      "dft_status",
@@ -123,7 +124,8 @@ def candidate_table(results: Path, sources: list[str], dft: pd.DataFrame | None,
     table = sort_candidates(table, ["source", "id"])
     table = table.head(top).reset_index(drop=True)
     table["rank"] = np.arange(1, len(table) + 1)
-    table["space_group"] = space_groups(table)
+    table["space_group"] = space_groups(table)  # 0.1 A: what a loosely relaxed cell needs
+    table["space_group_tight"] = space_groups(table, symprec=0.01)  # pymatgen's default tolerance
     table["dft_status"] = "not_run" if dft is None else "not_selected"
     table["dft_note"] = ""
     for column in ("dft_energy_per_atom", "dft_volume_change"):

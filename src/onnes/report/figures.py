@@ -1,5 +1,6 @@
-"""The report's figures, drawn with matplotlib's Agg backend. PNGs carry no software or
-date metadata, so the same inputs give the same bytes."""
+"""The report's figures, drawn with matplotlib's Agg backend: the page's figures as PNG
+and SVG, candidate pictures as PNG. Neither carries software or date metadata (and SVG
+ids use a fixed salt), so the same inputs give the same bytes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "onnes"
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -22,11 +24,16 @@ DPI = 110
 MAX_ELEMENTS = 8
 
 
-def save(fig: plt.Figure, path: str | Path) -> Path:
+def save(fig: plt.Figure, path: str | Path, svg: bool = True) -> Path:
+    """``path`` (PNG) and, with ``svg``, the same figure beside it as SVG."""
+    path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight")
+    if svg:
+        with atomic_path(path.with_suffix(".svg")) as tmp:
+            fig.savefig(tmp, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
     plt.close(fig)
-    return Path(path)
+    return path
 
 
 def _log_axes(ax, ylabel: str, title: str, legend_size: int) -> None:
@@ -123,4 +130,74 @@ def structure(atoms, path: Path, title: str) -> Path:
     plot_atoms(atoms, ax, rotation="15x,-25y,0z", radii=0.45, show_unit_cell=2)
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
+    return save(fig, path, svg=False)
+
+
+def predictor(held_out: pd.DataFrame | None, path: Path, threshold: float = 10.0) -> Path:
+    """The Tc predictor on held-out compositions: parity of the Tc-if-superconducting
+    regressor with its 90 % conformal intervals (superconductors), and calibration of
+    P(superconducting) and P(Tc > threshold) (all held-out records): predicted
+    probability in ten bins against the observed share, with Wilson intervals."""
+    from onnes.screen.funnel import wilson_interval
+
+    fig, (parity, calibration) = plt.subplots(1, 2, figsize=(11, 4.6))
+    if held_out is None or not len(held_out):
+        for ax in (parity, calibration):
+            ax.text(0.5, 0.5, "no Tc predictor in this campaign", ha="center", transform=ax.transAxes)
+        return save(fig, path)
+    sc = held_out[held_out.tc_K > 0]
+    top = float(max(sc.tc_K.max(), sc.tc_if_superconducting.max(), 1.0)) * 1.05
+    if {"tc_lo_90", "tc_hi_90"} <= set(sc.columns):
+        parity.errorbar(sc.tc_K, sc.tc_if_superconducting,
+                        yerr=[sc.tc_if_superconducting - sc.tc_lo_90, sc.tc_hi_90 - sc.tc_if_superconducting],
+                        fmt="none", ecolor="0.75", lw=0.6, zorder=1, label="90 % interval")
+    parity.scatter(sc.tc_K, sc.tc_if_superconducting, s=8, zorder=2, label=f"held-out superconductors (n={len(sc)})")
+    parity.plot([0, top], [0, top], "k--", lw=0.8)
+    parity.set(xlim=(0, top), ylim=(0, top), xlabel="measured Tc (K)", ylabel="predicted Tc if superconducting (K)",
+               title="Parity (held-out compositions)")
+    parity.legend(fontsize=7)
+    edges = np.linspace(0, 1, 11)
+    column = f"tc_p_above_{threshold:g}K"
+    for name, truth, label in (("tc_p_superconducting", held_out.tc_K > 0, "P(superconducting)"),
+                               (column, held_out.tc_K > threshold, f"P(Tc > {threshold:g} K)")):
+        if name not in held_out:
+            continue
+        bins = np.clip(np.digitize(held_out[name], edges) - 1, 0, 9)
+        x, y, low, high = [], [], [], []
+        for b in range(10):
+            inside = bins == b
+            if inside.sum() == 0:
+                continue
+            hits, count = int(truth[inside].sum()), int(inside.sum())
+            lo, hi = wilson_interval(hits, count)
+            x.append(float(held_out[name][inside].mean()))
+            y.append(hits / count)
+            low.append(hits / count - lo)
+            high.append(hi - hits / count)
+        calibration.errorbar(x, y, yerr=[low, high], marker="o", capsize=2, label=label)
+    calibration.plot([0, 1], [0, 1], "k--", lw=0.8)
+    calibration.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability (bin mean)", ylabel="observed share",
+                    title="Calibration (held-out records, 95 % Wilson bars)")
+    calibration.legend(fontsize=7)
+    fig.tight_layout()
     return save(fig, path)
+
+
+def binary_hull(phases: pd.DataFrame, elements: tuple[str, str], point: tuple[float, float], label: str,
+                path: Path) -> Path:
+    """A small A-B convex-hull plot: the reference phases (hull phases named), the lower
+    hull, and the candidate at its formation energy."""
+    fig, ax = plt.subplots(figsize=(3.4, 2.6))
+    hull = phases[phases.on_hull].sort_values("x")
+    ax.scatter(phases.x[~phases.on_hull], phases.e_form[~phases.on_hull], s=10, c="0.6", label="above hull")
+    ax.plot(hull.x, hull.e_form, "k-", marker="o", ms=4, lw=1, label="hull")
+    for _, row in hull.iterrows():
+        if 0 < row.x < 1:
+            ax.annotate(row.formula, (row.x, row.e_form), fontsize=6, textcoords="offset points", xytext=(0, -9),
+                        ha="center")
+    ax.scatter([point[0]], [point[1]], marker="*", s=90, c="C3", zorder=3, label=label)
+    ax.set_xlabel(f"x in {elements[0]}(1-x){elements[1]}(x)", fontsize=8)
+    ax.set_ylabel("formation energy (eV/atom)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6)
+    return save(fig, path, svg=False)

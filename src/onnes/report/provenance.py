@@ -28,16 +28,25 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+NOT_A_CHECKOUT = "not a git checkout"
+
+
 def git_state(repo: str | Path) -> dict[str, str | bool]:
-    """HEAD commit and whether tracked files differ from it; "unknown" outside a clone."""
+    """HEAD commit of the project's own checkout and whether its tracked files differ
+    from it. A project exported into another repository's tree (or not under git at
+    all) says "not a git checkout": git would otherwise walk up and report the
+    enclosing repository's commit."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
                               timeout=30).stdout.strip()
     try:
+        top = Path(git("rev-parse", "--show-toplevel")).resolve()
+        if top != Path(repo).resolve():
+            return {"commit": NOT_A_CHECKOUT, "dirty": False}
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown", "dirty": False}
+        return {"commit": NOT_A_CHECKOUT, "dirty": False}
     return {"commit": commit, "dirty": dirty}
 
 

@@ -52,6 +52,8 @@ FORMAT = "onnes-tc-predictor/3"
 BASE_COLUMNS = ("tc_pred_mean", "tc_pred_std", "tc_p_superconducting", "tc_if_superconducting",
                 "tc_ood_score", "tc_ood", "tc_p_insulator", "tc_insulator", "tc_nearest_superconductors")
 NEAREST = 3  # known superconductors named beside each prediction
+# Held-out records with their predictions, written beside metrics.json (parity, calibration).
+HELD_OUT_FILE = "held_out.csv"
 
 
 def above_column(threshold: float) -> str:
@@ -456,10 +458,12 @@ def grouped_masks(table: pd.DataFrame, settings: dict, seed: int) -> tuple[np.nd
 
 def evaluate(table: pd.DataFrame, features: np.ndarray, settings: dict, seed: int,
              gate_table: pd.DataFrame | None = None,
-             gate_features: np.ndarray | None = None) -> tuple[TcPredictor, dict]:
-    """Fit on the grouped training part and score the held-out part (``metrics.json``).
-    ``gate_table`` (group, insulator) with its composition features trains the
-    metallicity gate on the compositions outside the test part."""
+             gate_features: np.ndarray | None = None) -> tuple[TcPredictor, dict, pd.DataFrame]:
+    """Fit on the grouped training part and score the held-out part: (predictor,
+    ``metrics.json``, the held-out records' predictions beside their measured Tc, from
+    which the campaign page draws its parity and calibration plots). ``gate_table``
+    (group, insulator) with its composition features trains the metallicity gate on the
+    compositions outside the test part."""
     dropped_high_pressure = int(table.attrs.get("high_pressure_dropped", 0))
     usable = np.isfinite(features[:, : -len(STRUCTURE_FEATURES)]).all(1)
     if (~usable).any():
@@ -541,7 +545,9 @@ def evaluate(table: pd.DataFrame, features: np.ndarray, settings: dict, seed: in
     if predictor.gate is not None:
         metrics["gate"] = gate_metrics(predictor, predicted, table.formula.to_numpy()[test][records], superconductor,
                                        gate_test, settings)
-    return predictor, metrics
+    held_out = pd.concat([pd.DataFrame({"formula": table.formula.to_numpy()[test][records], "source": source,
+                                        "tc_K": truth}), predicted], axis=1)
+    return predictor, metrics, held_out
 
 
 def gate_metrics(predictor: TcPredictor, predicted: pd.DataFrame, formulas: np.ndarray, superconductor: np.ndarray,
@@ -580,7 +586,9 @@ def train_and_evaluate(table: pd.DataFrame, settings: dict, seed: int, out_dir: 
         gate_table = metallicity_table(dft, settings["gate"]["band_gap_min"])
         gate_table = at_most(gate_table, settings["gate"]["max_compositions"]).reset_index(drop=True)
         gate_features = composition_features(gate_table.formula, cache=cache)
-    predictor, metrics = evaluate(table, features, settings, seed, gate_table, gate_features)
+    predictor, metrics, held_out = evaluate(table, features, settings, seed, gate_table, gate_features)
     predictor.save(out_dir)
     write_json(Path(out_dir) / "metrics.json", metrics)
+    with atomic_path(Path(out_dir) / HELD_OUT_FILE) as tmp:
+        held_out.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
     return metrics

@@ -62,11 +62,12 @@ def lower_hull_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def context(row: pd.Series) -> str:
-    """One line: its energy above the hull by each MLIP and what it would decompose into."""
-    parts = [f"{row.e_above_hull:+.3f} eV/atom, decomposes to {row.decomposition}"]
+    """One line: its energy above the hull by each MLIP (named) and what it would
+    decompose into."""
+    parts = [f"{row.e_above_hull:+.3f} eV/atom, decomposes to {row.decomposition} ({row.get('mlip', 'MLIP')})"]
     confirm = row.get("confirm_e_above_hull")
     if confirm is not None and pd.notna(confirm):
-        parts.append(f"confirmed {confirm:+.3f}, to {row.get('confirm_decomposition')}")
+        parts.append(f"{confirm:+.3f}, to {row.get('confirm_decomposition')} ({row.get('confirm_mlip', 'confirming')})")
     return "; ".join(parts)
 
 

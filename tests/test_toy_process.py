@@ -1,5 +1,6 @@
-"""A new process is one class: this file defines one (with auxiliary per-atom state), and
-it trains and samples through the package's public entry points, nothing else edited."""
+"""A new process is one class and a new family one record: this file defines both (the
+process with auxiliary per-atom state), and they train and sample through the package's
+public entry points, nothing else edited."""
 
 import numpy as np
 import pandas as pd
@@ -72,3 +73,28 @@ def test_process_registration_and_names_are_checked():
         model_settings("kldm", processes={"frac": {"friction": 2.0}})
     with pytest.raises(ConfigError, match="atoms at rest"):
         model_settings("kldm", processes={"frac": {"initial_velocity_scale": 0.5}})
+
+
+def test_a_family_is_one_record_registered_here():
+    """A family defined in this file alone: its processes (the toy one above on the
+    coordinates), default sampler and steps. (A campaign also needs its name in the
+    schema's family enum: the config names families the schema knows.)"""
+    from onnes.models.families import FAMILIES, Family, register_family
+    from onnes.models.model import GenerativeModel
+
+    register_process("lagged_torus_flow", LaggedTorusFlow)
+    record = register_family(Family("lagged_flow", {"lattice": "linear_flow", "frac": "lagged_torus_flow",
+                                                    "types": "linear_flow"}, sampler="ode", steps=7))
+    try:
+        settings = {**model_settings("flow"), "family": "lagged_flow", "types": "continuous"}
+        settings["sample"] = {**settings["sample"], "steps": None}
+        model = GenerativeModel(settings, num_types=4)
+        assert isinstance(model.processes["frac"], LaggedTorusFlow)
+        plan = model.sampling_plan()
+        assert (plan.sampler, plan.steps) == ("ode", 7)  # the family's defaults
+        types, frac, lattice = model.eval().sample(torch.tensor([2, 3]), plan.steps, torch.Generator().manual_seed(0))
+        assert types.shape == (5,) and frac.shape == (5, 3) and ((frac >= 0) & (frac < 1)).all()
+        with pytest.raises(ValueError, match="already registered"):
+            register_family(Family("lagged_flow", {**record.processes, "types": "vp_diffusion"}))
+    finally:
+        FAMILIES.pop("lagged_flow")

@@ -51,7 +51,8 @@ NOTES = {
                   "the hull of its system with the candidate at its pre-relaxation formation energy.",
     "quality": "Generation quality as the literature defines it (CDVAE, DiffCSP): structural validity (all "
                "distances above 0.5 Å, volume above 0.1 Å³), compositional validity (SMACT charge "
-               "balance), COV-R/P (CrystalNN and composition fingerprints against the test split), "
+               "balance), COV-R/P (CrystalNN structure and Magpie composition fingerprints against the test "
+               "split, MP-20 cutoffs 0.4 and 10), "
                "Wasserstein distances of density and number of elements to the test split, CSP match rate "
                "and RMSE (StructureMatcher on test compositions). Rates per generated structure with 95 % "
                "Wilson intervals and counts; models and baselines in one table; SUN and MSUN in the stability "

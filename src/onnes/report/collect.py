@@ -12,6 +12,7 @@ import pandas as pd
 from ase.data import atomic_masses
 
 from onnes import crystals
+from onnes.report.measured import percent
 from onnes.screen.funnel import CAMPAIGN_STEPS
 from onnes.tc.ranking import sort_candidates
 
@@ -52,7 +53,7 @@ def _interval(entry: dict | None) -> str | None:
     low, high = entry["fraction_ci95"]
     if entry["fraction"] is None:  # a capped confirmation that took none of these rows
         return f"not estimated (<= {100 * high:.1f} %)"
-    return f"{100 * entry['fraction']:.1f} % [{100 * low:.1f}-{100 * high:.1f}] ({entry['count']})"
+    return percent(entry["fraction"], low, high, entry["count"])
 
 
 def stability_table(results: Path, sources: list[str]) -> tuple[pd.DataFrame, dict]:

@@ -20,12 +20,9 @@ import yaml
 from pymatgen.core.periodic_table import Element
 
 from onnes.catalogue import DATASET_FILES
+from onnes.elements import MAX_Z
 from onnes.errors import ConfigError  # noqa: F401  (defined in the bottom layer; stages import it from here too)
 from onnes.graph import CampaignGraph
-
-# Structures may hold elements up to Pu: the MP-trained force fields used downstream
-# (CHGNet) cover Z = 1..94.
-DEFAULT_MAX_Z = 94
 
 
 def schema_path() -> Path:
@@ -304,5 +301,5 @@ def parse_settings(text: str) -> dict[str, Any]:
 def allowed_elements(data_config: dict[str, Any]) -> frozenset[str]:
     symbols = data_config.get("allowed_elements")
     if symbols is None:
-        symbols = [Element.from_Z(z).symbol for z in range(1, DEFAULT_MAX_Z + 1)]
+        symbols = [Element.from_Z(z).symbol for z in range(1, MAX_Z + 1)]
     return frozenset(symbols) - frozenset(data_config.get("excluded_elements") or [])

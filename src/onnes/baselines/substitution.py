@@ -20,10 +20,11 @@ import pandas as pd
 from pymatgen.core import Element
 
 from onnes.crystals import structure_columns, to_structure
+from onnes.elements import MAX_Z
 
 
 @functools.lru_cache(maxsize=1)
-def similar_elements(top_k: int = 3, max_z: int = 94) -> dict[str, list[tuple[str, float]]]:
+def similar_elements(top_k: int = 3, max_z: int = MAX_Z) -> dict[str, list[tuple[str, float]]]:
     """Element -> its ``top_k`` most similar elements with scores, best first."""
     from pymatgen.analysis.structure_prediction.substitution_probability import SubstitutionProbability
 

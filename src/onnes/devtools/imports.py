@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Bottom to top. A module's layer is that of the longest prefix listed.
 LAYERS: list[tuple[str, ...]] = [
-    # errors, atomic file writes, the data catalogue: import nothing of the package
-    ("onnes", "onnes.errors", "onnes.io", "onnes.catalogue"),
+    # errors, the element range, atomic file writes, the data catalogue: import nothing of the package
+    ("onnes", "onnes.errors", "onnes.elements", "onnes.io", "onnes.catalogue"),
     # the crystal-table contract; the links between models and the data sets' roles
     ("onnes.crystals", "onnes.graph"),
     # structure matching, the generative models, the interatomic potentials

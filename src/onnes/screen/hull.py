@@ -32,7 +32,9 @@ from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEn
 
 from onnes.io import read_parquet
 
-MAX_Z = 103
+# Atom fractions are indexed by Z and element sets are two 64-bit masks: slots for Z < 128,
+# every element there is (the campaign's range is onnes.elements.MAX_Z).
+Z_SLOTS = 128
 
 
 def elemental_potentials(path: str | Path) -> dict[str, float]:
@@ -134,7 +136,7 @@ class ConvexHull:
     def __init__(self, references: pd.DataFrame, potentials: dict[str, float]):
         self.potentials = potentials
         self.energies = references.e_form_per_atom.to_numpy(float)
-        self.fractions = np.zeros((len(references), MAX_Z + 1))  # (refs, Z) atom fractions
+        self.fractions = np.zeros((len(references), Z_SLOTS))  # (refs, Z) atom fractions
         self.formulas = []
         for k, text in enumerate(references.composition):
             composition = Composition(json.loads(text))
@@ -146,7 +148,7 @@ class ConvexHull:
         present = self.fractions > 0
         weights = np.uint64(1) << np.arange(64, dtype=np.uint64)
         self.masks = np.stack([(present[:, :64] * weights).sum(1, dtype=np.uint64),
-                               (present[:, 64:128] * weights[:MAX_Z + 1 - 64]).sum(1, dtype=np.uint64)], 1)
+                               (present[:, 64:] * weights).sum(1, dtype=np.uint64)], 1)
         self._cache: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, list[str]]] = {}
 
     @classmethod

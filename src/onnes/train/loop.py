@@ -34,7 +34,7 @@ from tqdm import tqdm
 from onnes.crystals import read_table
 from onnes.io import atomic_path
 from onnes.models.batch import CrystalDataset, Vocabulary
-from onnes.models.families import FAMILIES
+from onnes.models.families import FAMILIES, MODALITIES
 from onnes.models.lattice import LatticeNormalizer, params_from_matrix
 from onnes.models.model import GenerativeModel, count_parameters
 from onnes.train import checkpoint
@@ -42,8 +42,9 @@ from onnes.train.distributed import Runtime, all_reduce_mean, barrier, setup, te
 
 log = logging.getLogger(__name__)
 EXIT_RESUME = 75  # EX_TEMPFAIL: interrupted, state saved, run again to resume
-METRIC_COLUMNS = ["step", "epoch", "loss", "loss_lattice", "loss_frac", "loss_types", "lr", "grad_norm",
-                  "steps_per_s", "val_loss"]
+# The logged losses: the weighted total, then one per modality (the parts GenerativeModel.loss returns).
+LOSS_KEYS = ("loss", *(f"loss_{modality}" for modality in MODALITIES))
+METRIC_COLUMNS = ["step", "epoch", *LOSS_KEYS, "lr", "grad_norm", "steps_per_s", "val_loss"]
 
 
 def derive_seed(*parts: Any) -> int:
@@ -323,7 +324,7 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
             _write_metrics(rows, partial_metrics)
         barrier(runtime)
 
-    window = {"loss": 0.0, "loss_lattice": 0.0, "loss_frac": 0.0, "loss_types": 0.0, "grad_norm": 0.0, "n": 0}
+    window = dict.fromkeys((*LOSS_KEYS, "grad_norm"), 0.0) | {"n": 0}
     window_start = time.perf_counter()
     end = tcfg["steps"] if max_steps is None else min(tcfg["steps"], max_steps)
     progress = tqdm(total=tcfg["steps"], initial=step, desc=f"train {name}", unit="step",
@@ -346,17 +347,17 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
         # The stop flag rides on the step's all-reduce, so every rank stops at the same step:
         # a rank that stopped alone would wait in save_state's barrier while the others
         # wait in the next step's all-reduce, until the collective timeout.
-        reduced = all_reduce_mean(torch.tensor([float(loss.detach()), *parts.values(), float(stop.signal is not None)],
-                                               device=runtime.device), runtime).tolist()
+        values = [float(loss.detach()), *(parts[key] for key in LOSS_KEYS[1:]), float(stop.signal is not None)]
+        reduced = all_reduce_mean(torch.tensor(values, device=runtime.device), runtime).tolist()
         stop_now = reduced.pop() > 0
-        for key, value in zip(("loss", "loss_lattice", "loss_frac", "loss_types"), reduced):
+        for key, value in zip(LOSS_KEYS, reduced, strict=True):
             window[key] += value
         window["grad_norm"] += float(grad_norm)
         window["n"] += 1
 
         if step % tcfg["log_every"] == 0 or step == tcfg["steps"]:
             elapsed = time.perf_counter() - window_start
-            row = {k: window[k] / window["n"] for k in ("loss", "loss_lattice", "loss_frac", "loss_types", "grad_norm")}
+            row = {k: window[k] / window["n"] for k in (*LOSS_KEYS, "grad_norm")}
             row.update(step=step, epoch=order.epoch(step - 1), lr=scheduler.get_last_lr()[0],
                        steps_per_s=window["n"] / max(elapsed, 1e-9), val_loss="")
             if step % tcfg["val_every"] == 0 or step == tcfg["steps"]:

@@ -23,13 +23,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from curate_all import hardware  # noqa: E402
 
+from onnes.config import validate  # noqa: E402
+from onnes.stage_settings import stage_settings  # noqa: E402
+
 BUSY = "import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nwhile True:\n    a = (a @ a).tanh()\n"
 
 
 def relax_command(table: Path, out: Path) -> list[str]:
-    settings = {"relax": {"select": "novel", "max_structures": 4, "max_steps": 20, "shards": 2, "threads": 1}}
+    relax = {"select": "novel", "max_structures": 4, "max_steps": 20, "shards": 2, "threads": 1}
+    campaign = validate({"relax": relax})
     return ["onnes", "relax", "--table", str(table), "--out", str(out), "--shard", "0",
-            "--settings", json.dumps(settings)]
+            "--settings", json.dumps(stage_settings(campaign, "relax_shard"))]
 
 
 def main() -> None:

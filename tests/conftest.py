@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import re
 import warnings
@@ -17,6 +19,15 @@ def mirror_dir() -> Path | None:
     """The public data mirror: $ONNES_DATA_MIRROR, else ../shared/data beside the repo."""
     candidate = Path(os.environ.get("ONNES_DATA_MIRROR", REPO.parent / "shared" / "data"))
     return candidate if candidate.is_dir() else None
+
+
+def stage_json(rule: str, overrides: dict | None = None, **wildcards: str) -> str:
+    """A rule's ``--settings`` as the workflow builds it: the rule's slice of the config
+    ``overrides`` makes (defaults filled), so a stage gets every key it reads."""
+    from onnes import config as cfg
+    from onnes.stage_settings import stage_settings
+
+    return json.dumps(stage_settings(cfg.validate(copy.deepcopy(overrides or {})), rule, **wildcards))
 
 
 def skip_or_fail_in_ci(reason: str) -> None:

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import perovskite, rocksalt, silicon
+from conftest import perovskite, rocksalt, silicon, stage_json
 from test_tc import SETTINGS as TC_SETTINGS
 from test_tc import synthetic_supercon
 
@@ -72,7 +72,7 @@ def test_screening_drops_each_bad_row_with_its_reason(files):
 
 def test_relaxation_rejects_each_bad_row_naming_it(files):
     assert main(["relax", "--table", str(files / "corpus.parquet"), "--out", str(files / "relaxed.parquet"),
-                 "--settings", json.dumps({"relax": {"max_steps": 3, "threads": 1}})]) == 0
+                 "--settings", stage_json("relax_shard", {"relax": {"max_steps": 3, "threads": 1}})]) == 0
     relaxed = pd.read_parquet(files / "relaxed.parquet").set_index("id")
     assert (relaxed.relax_status[list(BAD)] == "rejected").all()
     for rid, reason in BAD.items():
@@ -86,7 +86,7 @@ def test_tc_stage_and_dft_selection_pass_over_bad_rows(files):
     predicted = pd.read_parquet(files / "predicted.parquet").set_index("id")
     assert predicted.tc_pred_mean[list(BAD)].isna().all() and predicted.tc_pred_mean[GOOD].notna().all()
     assert main(["dft", "select", "--ranked", f"corpus={files / 'ranked.parquet'}", "--out",
-                 str(files / "dft.parquet"), "--settings", json.dumps({"dft": {"code": "vasp", "top_k": 3}})]) == 0
+                 str(files / "dft.parquet"), "--settings", stage_json("dft_select", {"dft": {"code": "vasp", "top_k": 3}})]) == 0
     picked = pd.read_parquet(files / "dft.parquet").set_index("id")
     assert set(picked.index[picked.dft_slot >= 0]) == set(GOOD)
 

@@ -1,5 +1,7 @@
 """Config: defaults from the schema, unknown keys and wrong types fail naming the key."""
 
+import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,24 @@ def test_settings_json_is_validated():
         cfg.parse_settings("{seed: 3")
     with pytest.raises(cfg.ConfigError, match="'sed'"):
         cfg.parse_settings('{"sed": 3}')
+
+
+def test_a_stage_reads_only_the_keys_its_slice_carries():
+    """--settings is returned as given, not with the schema's defaults filled in: a stage
+    reading a key its rule does not pass would change its result without a rerun."""
+    settings = cfg.parse_settings(json.dumps({"seed": 1, "relax": cfg.validate({})["relax"]}))
+    assert settings["relax"]["fmax"] == 0.1 and settings["relax"]["reject_later"][0]["after"] == 100
+    for read in (lambda s: s["confirm"], lambda s: s["relax"]["no_such_key"]):
+        with pytest.raises(cfg.ConfigError, match=r"--settings has no '(confirm|relax\.no_such_key)'"):
+            read(settings)
+    assert "confirm" not in settings and settings.get("confirm") is None
+    assert json.loads(json.dumps(settings))["seed"] == 1
+    assert yaml.safe_load(yaml.safe_dump(settings)) == settings  # the report writes the config as YAML
+    copied = pickle.loads(pickle.dumps(settings))  # worker processes get it pickled
+    with pytest.raises(cfg.ConfigError, match="'relax.no_such_key'"):
+        copied["relax"]["no_such_key"]
+    with pytest.raises(cfg.ConfigError, match="fmax"):  # still validated as a config
+        cfg.parse_settings('{"relax": {"fmax": "loose"}}')
 
 
 def test_allowed_elements_default_is_h_to_pu():

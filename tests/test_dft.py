@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, silicon
+from conftest import REPO, silicon, stage_json
 from pymatgen.core import Lattice, Structure
 
 from onnes import config as cfg
@@ -260,13 +260,13 @@ def test_a_campaign_with_nothing_ranked_ends_with_an_empty_dft_table(tmp_path):
 
     empty = pd.DataFrame([row_of(silicon(), "x", tc_acquisition=1.0)]).iloc[:0]
     write_table(empty, tmp_path / "ranked.parquet")
-    settings_json = json.dumps({"dft": {"top_k": 2, "code": "vasp"}})
+    campaign = {"dft": {"top_k": 2, "code": "vasp"}}
     assert main(["dft", "select", "--ranked", f"flow={tmp_path / 'ranked.parquet'}",
-                 "--out", str(tmp_path / "candidates.parquet"), "--settings", settings_json]) == 0
+                 "--out", str(tmp_path / "candidates.parquet"), "--settings", stage_json("dft_select", campaign)]) == 0
     for slot in (0, 1):
         assert main(["dft", "run", "--candidates", str(tmp_path / "candidates.parquet"), "--slot", str(slot),
                      "--work-root", str(tmp_path), "--out", str(tmp_path / f"{slot}.json"),
-                     "--settings", settings_json]) == 0
+                     "--settings", stage_json("dft_run", campaign)]) == 0
         assert json.loads((tmp_path / f"{slot}.json").read_text())["dft_status"] == "no_candidate"
     assert main(["dft", "gather", "--candidates", str(tmp_path / "candidates.parquet"), "--results",
                  str(tmp_path / "0.json"), str(tmp_path / "1.json"), "--out", str(tmp_path / "dft.parquet")]) == 0

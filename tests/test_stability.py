@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import perovskite, rocksalt, silicon
+from conftest import perovskite, rocksalt, silicon, stage_json
 from pymatgen.core import Composition
 
 from onnes import crystals
@@ -278,13 +278,15 @@ def test_bad_rows_pass_through_the_whole_funnel_with_reasons(mirror, tmp_path):
     reference = crystals.from_structures([silicon()], ["si"], "t")
     crystals.write_table(table, tmp_path / "samples.parquet")
     crystals.write_table(reference, tmp_path / "train.parquet")
-    settings = json.dumps({"seed": 0, "screen": validate({})["screen"],
-                           "relax": {**validate({})["relax"], "select": "valid", "max_steps": 20}})
-    run = ["--settings", settings]
+    campaign = {"relax": {"select": "valid", "max_steps": 20}}
+
+    def run(rule):
+        return ["--settings", stage_json(rule, campaign)]
+
     assert main(["screen", "match", "--samples", str(tmp_path / "samples.parquet"), "--reference",
-                 str(tmp_path / "train.parquet"), "--out", str(tmp_path / "matched.parquet"), *run]) == 0
+                 str(tmp_path / "train.parquet"), "--out", str(tmp_path / "matched.parquet"), *run("screen_match")]) == 0
     assert main(["relax", "--table", str(tmp_path / "matched.parquet"), "--out", str(tmp_path / "relax0.parquet"),
-                 *run]) == 0
+                 *run("relax_shard")]) == 0
     assert main(["screen", "hull-references", "--mp20", str(mirror / "hull_refs/mp20_formation_energies.parquet"),
                  "--out", str(tmp_path / "refs.parquet")]) == 0
     elements = str(mirror / "hull_refs/mp_elemental_reference_entries_2023-02-07.json.gz")
@@ -294,12 +296,12 @@ def test_bad_rows_pass_through_the_whole_funnel_with_reasons(mirror, tmp_path):
     novelty = ["--train", str(tmp_path / "train.parquet"), "--known", str(tmp_path / "known.parquet")]
     assert main(["screen", "stability", "--matched", str(tmp_path / "matched.parquet"), "--relaxed",
                  str(tmp_path / "relax0.parquet"), *hull, *novelty, "--out", str(tmp_path / "stability.parquet"),
-                 *run]) == 0
+                 *run("screen_stability")]) == 0
     assert main(["screen", "confirm", "--table", str(tmp_path / "stability.parquet"), *hull,
-                 "--out", str(tmp_path / "confirm.parquet"), *run]) == 0
+                 "--out", str(tmp_path / "confirm.parquet"), *run("confirm_candidates")]) == 0
     assert main(["screen", "finish", "--stability", str(tmp_path / "stability.parquet"), "--confirmed",
                  str(tmp_path / "confirm.parquet"), *hull, *novelty, "--out", str(tmp_path / "screened.parquet"),
-                 "--funnel", str(tmp_path / "funnel.json"), *run]) == 0
+                 "--funnel", str(tmp_path / "funnel.json"), *run("screen_finish")]) == 0
     screened = crystals.read_table(tmp_path / "screened.parquet").set_index("id")
     assert screened.drop_reason["nan"] == "non_finite_lattice"  # the shared row check names it
     assert screened.drop_reason["overlap"] == "invalid_structure"

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import mirror_dir
+from conftest import mirror_dir, stage_json
 from models_fixtures import toy_structures
 
 from onnes import crystals
@@ -335,8 +335,8 @@ def test_predictor_on_real_supercon_held_out_by_composition(tmp_path):
     supercon = pd.DataFrame({"id": range(len(raw)), "formula": raw.name.to_numpy(), "tc_K": raw.Tc.to_numpy()})
     path = tmp_path / "supercon.parquet"
     supercon.to_parquet(path)
-    settings = json.dumps({"tc": {"predictor": {**SETTINGS, "trees": 200, "learning_rate": 0.05,
-                                                "num_leaves": 31}}})
+    settings = stage_json("tc_predictor", {"tc": {"predictor": {**SETTINGS, "trees": 200, "learning_rate": 0.05,
+                                                                "num_leaves": 31}}})
     assert main(["tc", "train", "--supercon", str(path), "--out-dir", str(tmp_path / "p"),
                  "--settings", settings]) == 0
     metrics = json.loads((tmp_path / "p" / "metrics.json").read_text())

@@ -287,15 +287,50 @@ def deep_merge(base: dict, update: dict) -> dict:
     return merged
 
 
-def parse_settings(text: str) -> dict[str, Any]:
-    """Parse the JSON a rule passes to a stage (``--settings``); it is a config subset."""
+class StageSlice(dict):
+    """A stage's ``--settings``: exactly the config keys its rule passed, nothing filled in.
+
+    The rule's slice (``onnes.stage_settings``) decides when Snakemake reruns the job, so
+    a stage must read nothing else: a key the slice leaves out is a ConfigError naming
+    it, not the schema's default (which would change the result without a rerun).
+    """
+
+    def __init__(self, value: dict[str, Any], path: str = ""):
+        super().__init__((key, _sliced(item, f"{path}{key}.")) for key, item in value.items())
+        self.path = path
+
+    def __missing__(self, key: str):
+        raise ConfigError(f"--settings has no '{self.path}{key}': the stage read a config key its rule's slice "
+                          "leaves out (add it to the rule's slice in onnes.stage_settings)")
+
+
+# It dumps as the mapping it is (the report and `onnes config show` write YAML).
+yaml.SafeDumper.add_representer(StageSlice, yaml.representer.SafeRepresenter.represent_dict)
+
+
+def _sliced(value: Any, path: str) -> Any:
+    if isinstance(value, dict):
+        return StageSlice(value, path)
+    if isinstance(value, list):
+        return [_sliced(item, path) for item in value]
+    return value
+
+
+def parse_settings(text: str) -> StageSlice:
+    """Parse the JSON a rule passes to a stage (``--settings``), a config subset.
+
+    It is validated as part of a config (types, enums, checks within a section), and
+    returned as given: the workflow's config is complete, so a slice of it holds every
+    key below the ones it names, and a key it does not name is an error
+    (:class:`StageSlice`)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--settings is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ConfigError("--settings must be a JSON object")
-    return validate(value, whole=False)
+    validate(copy.deepcopy(value), whole=False)
+    return StageSlice(value)
 
 
 def allowed_elements(data_config: dict[str, Any]) -> frozenset[str]:

@@ -13,9 +13,19 @@ from onnes.io import atomic_path
 FORMAT = "onnes-model/1"
 
 
+def _plain(value: Any) -> Any:
+    """Mappings as plain dicts, all the way down: ``weights_only`` loading takes only
+    plain containers, and a stage's settings arrive as ``onnes.config.StageSlice``."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    return value
+
+
 def save(state: dict[str, Any], path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+        torch.save(_plain({"format": FORMAT, **state}), tmp)
 
 
 def load(path: str | Path, map_location="cpu") -> dict[str, Any]:

@@ -9,7 +9,6 @@ Every stage runs without Snakemake too, e.g.::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -305,46 +304,12 @@ def _tc_rank(args: argparse.Namespace) -> None:
     log.info("%d candidates ranked (of %d screened)", len(ranked), len(predicted))
 
 
-def _formula_csv(path: Path):
-    """A CSV of formulas: its ``formula`` column, else its first column."""
-    import pandas as pd
-
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if table.empty or not len(table.columns):
-        raise cfg.ConfigError(f"{path}: no formulas")
-    column = "formula" if "formula" in table else table.columns[0]
-    ids = table["id"] if "id" in table else table[column]
-    return pd.DataFrame({"id": ids.to_numpy(), "formula": table[column].str.strip().to_numpy()})
-
-
 def _tc_predict(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from onnes.crystals import read_table
+    from onnes.tc.lookup import as_text, formula_table, predict_formulas
     from onnes.tc.predictor import TcPredictor
 
-    sources = [bool(args.formulas), args.csv is not None, args.table is not None]
-    if sum(sources) != 1:
-        raise cfg.ConfigError("give exactly one of: formulas on the command line, --csv FILE, --table FILE")
-    if args.table:
-        table = read_table(args.table)
-        if "formula" not in table:
-            from onnes.matching import reduced_formulas
-
-            table["formula"] = reduced_formulas(table)
-    elif args.csv:
-        table = _formula_csv(args.csv)
-    else:
-        table = pd.DataFrame({"id": args.formulas, "formula": args.formulas})
-    predictions = TcPredictor.load(args.predictor).predict(table)
-    out = pd.concat([table[[c for c in ("id", "formula") if c in table]].reset_index(drop=True),
-                     predictions.reset_index(drop=True)], axis=1)
-    as_json = args.json or (args.out is not None and args.out.suffix == ".json")
-    if as_json:
-        records = json.loads(out.to_json(orient="records", double_precision=4))
-        text = json.dumps(records, indent=1) + "\n"
-    else:
-        text = out.to_csv(index=False, float_format="%.3g")
+    predicted = predict_formulas(formula_table(args.formulas, args.csv, args.table), TcPredictor.load(args.predictor))
+    text = as_text(predicted, args.json or (args.out is not None and args.out.suffix == ".json"))
     if args.out:
         from onnes.io import atomic_path
 
@@ -352,7 +317,7 @@ def _tc_predict(args: argparse.Namespace) -> None:
             tmp.write_text(text)
     else:
         sys.stdout.write(text)
-    unreadable = out.tc_pred_mean.isna().sum()
+    unreadable = predicted.tc_pred_mean.isna().sum()
     if unreadable:
         log.warning("%d rows without a prediction (a formula that names no composition)", unreadable)
 

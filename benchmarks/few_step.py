@@ -2,11 +2,16 @@
 network evaluations (NFE) and sampler choices, and print the de novo figures that need
 no relaxation (structural and compositional validity with Wilson intervals,
 Wasserstein distances of #elements and density against the test split) with the
-throughput, beside the checkpoint's own (preset) sampler. A first look for few-step
-sampling (issue #34); coverage, MSUN and CSP need the campaign's screening.
+throughput, beside the checkpoint's own (preset) sampler; with ``--fingerprints`` also
+CDVAE coverage (COV-R/P, about 3 structures/s to fingerprint on one core). MSUN and CSP
+need the campaign's screening.
 
     python benchmarks/few_step.py --config config/quality.yaml --results results/quality \\
         --models flow interpolant --nfe 4 8 16 32 100 --samples 1000 --out docs/results/few_step
+
+``--preset-samples results/quality/samples`` scores the preset row on the campaign's own
+samples instead of drawing them again (no throughput then). Variant ``own`` is the
+preset's sampler (its corrector moves included) on a shorter grid.
 
 Each (model, sampler, NFE) samples ``--samples`` structures in one shard with the same
 seed; Euler and Euler-Maruyama take NFE steps, Heun (NFE + 1) / 2 steps. Run it alone:
@@ -16,6 +21,7 @@ a second busy process slows torch many times over.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -31,14 +37,18 @@ from onnes.crystals import read_table  # noqa: E402
 from onnes.models.families import SamplingPlan  # noqa: E402
 from onnes.sampling import load_model, sample_shard  # noqa: E402
 from onnes.screen.funnel import wilson_interval  # noqa: E402
-from onnes.screen.metrics import property_distances  # noqa: E402
+from onnes.io import read_parquet  # noqa: E402
+from onnes.screen.metrics import coverage, fingerprints, property_distances  # noqa: E402
 from onnes.screen.validity import compositional_validity, structural_validity  # noqa: E402
 
-# Sampler variants: (name, sample-block override, steps for a budget of nfe evaluations).
+# Sampler variants: (sample-block override, steps for a budget of nfe evaluations given
+# the preset's sample block). "own" is the preset's sampler itself (its corrector moves
+# included, one evaluation each) on a shorter grid.
 VARIANTS = {
-    "euler": ({"sampler": "ode", "heun": False, "corrector_steps": 0}, lambda nfe: nfe),
-    "heun": ({"sampler": "ode", "heun": True, "corrector_steps": 0}, lambda nfe: (nfe + 1) // 2),
-    "sde": ({"sampler": "sde", "heun": False, "corrector_steps": 0}, lambda nfe: nfe),
+    "own": ({}, lambda nfe, sample: max(1, nfe // (1 + sample["corrector_steps"]))),
+    "euler": ({"sampler": "ode", "heun": False, "corrector_steps": 0}, lambda nfe, sample: nfe),
+    "heun": ({"sampler": "ode", "heun": True, "corrector_steps": 0}, lambda nfe, sample: (nfe + 1) // 2),
+    "sde": ({"sampler": "sde", "heun": False, "corrector_steps": 0}, lambda nfe, sample: nfe),
 }
 
 
@@ -47,25 +57,30 @@ def rate(successes: int, trials: int) -> str:
     return f"{successes / trials:.3f} [{low:.3f}-{high:.3f}]"
 
 
-def figures(samples: pd.DataFrame, test: pd.DataFrame, oxidation_states: str) -> dict:
+def figures(samples: pd.DataFrame, test: pd.DataFrame, oxidation_states: str,
+            reference_fp: pd.DataFrame | None = None, workers: int = 1) -> dict:
     struct = structural_validity(samples).valid_struct.to_numpy(bool)
     comp = compositional_validity(samples, oxidation_states).to_numpy(bool)
     valid = samples[struct & comp]
     distances = property_distances(valid, test)
     n = len(samples)
-    return {"struct. valid": rate(int(struct.sum()), n), "comp. valid": rate(int(comp.sum()), n),
-            "valid": rate(int((struct & comp).sum()), n), "W(#elements)": f"{distances['wdist_num_elements']:.3f}",
-            "W(density)": f"{distances['wdist_density']:.3f}"}
+    row = {"struct. valid": rate(int(struct.sum()), n), "comp. valid": rate(int(comp.sum()), n),
+           "valid": rate(int((struct & comp).sum()), n), "W(#elements)": f"{distances['wdist_num_elements']:.3f}",
+           "W(density)": f"{distances['wdist_density']:.3f}"}
+    if reference_fp is not None:  # CDVAE coverage over every generated structure, the campaign's cutoffs
+        cov = coverage(fingerprints(samples, workers), reference_fp)
+        row["COV-R / COV-P"] = f"{cov['cov_recall']:.3f} / {cov['cov_precision']:.3f}"
+    return row
 
 
 def run(config: dict, results: Path, model: str, variant: str, nfe: int | None, samples: int, out: Path,
-        test: pd.DataFrame, oxidation_states: str, seed: int) -> dict:
+        score, seed: int) -> dict:
     entry = json.loads(json.dumps(config["models"][model]))
     sample = {**entry["sample"], "num_samples": samples, "shards": 1}
     label = "preset"
     if nfe is not None:
         override, steps_of = VARIANTS[variant]
-        sample.update(override, steps=steps_of(nfe))
+        sample.update(override, steps=steps_of(nfe, sample))
         label = variant
     entry["sample"] = sample
     entry = cfg.validate({"models": {model: entry}, "active_models": [model]})["models"][model]
@@ -78,7 +93,19 @@ def run(config: dict, results: Path, model: str, variant: str, nfe: int | None, 
     evaluations = network.sampler(plan).evaluations(plan.steps)
     return {"model": model, "sampler": label if nfe is not None else f"preset ({plan.sampler}, {plan.steps} steps)",
             "NFE": evaluations, "structures/s": f"{summary['count'] / seconds:.1f}",
-            **figures(read_table(path), test, oxidation_states)}
+            **score(read_table(path))}
+
+
+def campaign_row(config: dict, results: Path, model: str, samples: Path, score) -> dict:
+    """The preset's row from the campaign's own samples (``samples/{model}/samples.parquet``),
+    instead of sampling the preset again; no throughput."""
+    entry = cfg.validate({"models": {model: json.loads(json.dumps(config["models"][model]))},
+                          "active_models": [model]})["models"][model]
+    plan = SamplingPlan.of(entry["family"], entry["sample"])
+    network, _ = load_model(results / f"models/{model}/last.ckpt")
+    return {"model": model, "sampler": f"preset ({plan.sampler}, {plan.steps} steps; campaign samples)",
+            "NFE": network.sampler(plan).evaluations(plan.steps), "structures/s": "",
+            **score(read_table(samples / model / "samples.parquet"))}
 
 
 def main() -> None:
@@ -92,21 +119,30 @@ def main() -> None:
     parser.add_argument("--test", type=Path, help="test split (default: the first model's data set's)")
     parser.add_argument("--oxidation-states", default="smact14")
     parser.add_argument("--out", type=Path, default=Path("results/few_step"))
+    parser.add_argument("--fingerprints", type=Path,
+                        help="the test split's fingerprints (screen/reference_fingerprints): adds COV-R/P per row")
+    parser.add_argument("--threads", type=int, default=1, help="fingerprinting processes")
+    parser.add_argument("--preset-samples", type=Path,
+                        help="results/{campaign}/samples: score the preset row on the campaign's samples, not anew")
     args = parser.parse_args()
 
     config = cfg.load(args.config)
     dataset = config["models"][args.models[0]]["dataset"]
     test = read_table(args.test or args.results / f"data/{dataset}/test.parquet")
     args.out.mkdir(parents=True, exist_ok=True)
+    reference_fp = read_parquet(args.fingerprints) if args.fingerprints else None
+    score = functools.partial(figures, test=test, oxidation_states=args.oxidation_states, reference_fp=reference_fp,
+                              workers=args.threads)
     rows = []
     for model in args.models:
-        rows.append(run(config, args.results, model, "", None, args.samples, args.out, test,
-                        args.oxidation_states, config["seed"]))
+        if args.preset_samples:
+            rows.append(campaign_row(config, args.results, model, args.preset_samples, score))
+        else:
+            rows.append(run(config, args.results, model, "", None, args.samples, args.out, score, config["seed"]))
         print(rows[-1], flush=True)
         for variant in args.variants:
             for nfe in args.nfe:
-                rows.append(run(config, args.results, model, variant, nfe, args.samples, args.out, test,
-                                args.oxidation_states, config["seed"]))
+                rows.append(run(config, args.results, model, variant, nfe, args.samples, args.out, score, config["seed"]))
                 print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "few_step.csv", index=False)

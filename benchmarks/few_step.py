@@ -42,10 +42,10 @@ from onnes.screen.metrics import coverage, fingerprints, property_distances  # n
 from onnes.screen.validity import compositional_validity, structural_validity  # noqa: E402
 
 # Sampler variants: (sample-block override, steps for a budget of nfe evaluations given
-# the preset's sample block). "own" is the preset's sampler itself (its corrector moves
-# included, one evaluation each) on a shorter grid.
+# the preset's sample block). "own" is the preset's sampler itself on a shorter grid (a
+# corrector move costs one evaluation, for the processes that have a corrector).
 VARIANTS = {
-    "own": ({}, lambda nfe, sample: max(1, nfe // (1 + sample["corrector_steps"]))),
+    "own": ({}, None),  # as many steps as nfe buys at the preset sampler's evaluations per step
     "euler": ({"sampler": "ode", "heun": False, "corrector_steps": 0}, lambda nfe, sample: nfe),
     "heun": ({"sampler": "ode", "heun": True, "corrector_steps": 0}, lambda nfe, sample: (nfe + 1) // 2),
     "sde": ({"sampler": "sde", "heun": False, "corrector_steps": 0}, lambda nfe, sample: nfe),
@@ -78,9 +78,16 @@ def run(config: dict, results: Path, model: str, variant: str, nfe: int | None, 
     entry = json.loads(json.dumps(config["models"][model]))
     sample = {**entry["sample"], "num_samples": samples, "shards": 1}
     label = "preset"
+    network, _ = load_model(results / f"models/{model}/last.ckpt")
     if nfe is not None:
         override, steps_of = VARIANTS[variant]
-        sample.update(override, steps=steps_of(nfe, sample))
+        sample.update(override)
+        if steps_of is None:
+            sampler = network.sampler(SamplingPlan.of(entry["family"], {**sample, "steps": 2}))
+            steps = max(1, nfe // (sampler.evaluations(2) - sampler.evaluations(1)))
+        else:
+            steps = steps_of(nfe, sample)
+        sample["steps"] = steps
         label = variant
     entry["sample"] = sample
     entry = cfg.validate({"models": {model: entry}, "active_models": [model]})["models"][model]
@@ -89,7 +96,6 @@ def run(config: dict, results: Path, model: str, variant: str, nfe: int | None, 
     summary = sample_shard(results / f"models/{model}/last.ckpt", 0, path, seed=seed, settings=entry, name=model)
     seconds = time.perf_counter() - started
     plan = SamplingPlan.of(entry["family"], entry["sample"])
-    network, _ = load_model(results / f"models/{model}/last.ckpt")
     evaluations = network.sampler(plan).evaluations(plan.steps)
     return {"model": model, "sampler": label if nfe is not None else f"preset ({plan.sampler}, {plan.steps} steps)",
             "NFE": evaluations, "structures/s": f"{summary['count'] / seconds:.1f}",

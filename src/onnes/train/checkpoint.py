@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,14 @@ FORMAT = "onnes-model/1"
 
 
 def _plain(value: Any) -> Any:
-    """Mappings as plain dicts, all the way down: ``weights_only`` loading takes only
-    plain containers, and a stage's settings arrive as ``onnes.config.StageSlice``."""
+    """Settings as plain dicts, all the way down: ``weights_only`` loading takes only plain
+    containers, and a stage's settings arrive as ``onnes.config.StageSlice``. A module's
+    state dict (an OrderedDict, with its version metadata) is kept as it is."""
+    if isinstance(value, OrderedDict):
+        return value
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):
         return type(value)(_plain(item) for item in value)
     return value
 

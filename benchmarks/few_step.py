@@ -148,7 +148,8 @@ def main() -> None:
         print(rows[-1], flush=True)
         for variant in args.variants:
             for nfe in args.nfe:
-                rows.append(run(config, args.results, model, variant, nfe, args.samples, args.out, score, config["seed"]))
+                rows.append(run(config, args.results, model, variant, nfe, args.samples, args.out, score,
+                                config["seed"]))
                 print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "few_step.csv", index=False)

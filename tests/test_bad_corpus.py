@@ -86,7 +86,8 @@ def test_tc_stage_and_dft_selection_pass_over_bad_rows(files):
     predicted = pd.read_parquet(files / "predicted.parquet").set_index("id")
     assert predicted.tc_pred_mean[list(BAD)].isna().all() and predicted.tc_pred_mean[GOOD].notna().all()
     assert main(["dft", "select", "--ranked", f"corpus={files / 'ranked.parquet'}", "--out",
-                 str(files / "dft.parquet"), "--settings", stage_json("dft_select", {"dft": {"code": "vasp", "top_k": 3}})]) == 0
+                 str(files / "dft.parquet"),
+                 "--settings", stage_json("dft_select", {"dft": {"code": "vasp", "top_k": 3}})]) == 0
     picked = pd.read_parquet(files / "dft.parquet").set_index("id")
     assert set(picked.index[picked.dft_slot >= 0]) == set(GOOD)
 

@@ -284,7 +284,8 @@ def test_bad_rows_pass_through_the_whole_funnel_with_reasons(mirror, tmp_path):
         return ["--settings", stage_json(rule, campaign)]
 
     assert main(["screen", "match", "--samples", str(tmp_path / "samples.parquet"), "--reference",
-                 str(tmp_path / "train.parquet"), "--out", str(tmp_path / "matched.parquet"), *run("screen_match")]) == 0
+                 str(tmp_path / "train.parquet"), "--out", str(tmp_path / "matched.parquet"),
+                 *run("screen_match")]) == 0
     assert main(["relax", "--table", str(tmp_path / "matched.parquet"), "--out", str(tmp_path / "relax0.parquet"),
                  *run("relax_shard")]) == 0
     assert main(["screen", "hull-references", "--mp20", str(mirror / "hull_refs/mp20_formation_energies.parquet"),

@@ -14,6 +14,23 @@ from pymatgen.core import Lattice, Structure
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The suite runs in two pytest-xdist workers (pyproject.toml: -n 2 --dist loadgroup): one
+# runs the demo campaign, whose jobs keep the cores only about half busy, while the other
+# runs the rest beside it. One BLAS/OpenMP thread per process: a two-thread process beside
+# a busy core slows 3-4x (docs/results/slurm.md); stages set their own thread counts.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Fixtures that stand up the demo campaign or the test SLURM cluster: every test using
+# one runs in the same worker, so each is built once and never twice at a time.
+DEMO_FIXTURES = {"demo_run", "slurm_cluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if DEMO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("demo"))
+
 
 def mirror_dir() -> Path | None:
     """The public data mirror: $ONNES_DATA_MIRROR, else ../shared/data beside the repo."""

@@ -83,7 +83,19 @@ def test_a_stage_reads_only_the_keys_its_slice_carries():
     for read in (lambda s: s["confirm"], lambda s: s["relax"]["no_such_key"]):
         with pytest.raises(cfg.ConfigError, match=r"--settings has no '(confirm|relax\.no_such_key)'"):
             read(settings)
-    assert "confirm" not in settings and settings.get("confirm") is None
+    assert "confirm" not in settings
+    # .get(key, default) is no way round it for a key the schema would fill ...
+    for read in (lambda s: s.get("confirm", {}), lambda s: s.get("data")):
+        with pytest.raises(cfg.ConfigError, match=r"--settings has no '(confirm|data)'"):
+            read(settings)
+    # ... while a key the schema leaves unset keeps dict semantics
+    assert settings["relax"].get("no_such_key", 5) == 5
+    model = cfg.parse_settings(json.dumps({"models": cfg.validate(
+        {"models": {"m": {"family": "flow"}}})["models"]}))["models"]["m"]
+    assert model.get("adapter")["base"] is None and model["processes"].get("lattice") is None
+    with pytest.raises(cfg.ConfigError, match=r"'models\.m\.sample\.steps'"):
+        cfg.parse_settings(json.dumps({"models": {"m": {"family": "flow", "sample": {}}}}))["models"]["m"][
+            "sample"].get("steps", 10)
     assert json.loads(json.dumps(settings))["seed"] == 1
     assert yaml.safe_load(yaml.safe_dump(settings)) == settings  # the report writes the config as YAML
     copied = pickle.loads(pickle.dumps(settings))  # worker processes get it pickled

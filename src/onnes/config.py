@@ -292,27 +292,40 @@ class StageSlice(dict):
 
     The rule's slice (``onnes.stage_settings``) decides when Snakemake reruns the job, so
     a stage must read nothing else: a key the slice leaves out is a ConfigError naming
-    it, not the schema's default (which would change the result without a rerun).
+    it, not the schema's default (which would change the result without a rerun). That
+    holds for ``settings[key]`` and for ``settings.get(key, default)`` alike: ``get``
+    returns its default only for a key the schema itself leaves unset (an optional
+    block such as a model's ``adapter``), never for one the schema would have filled.
     """
 
-    def __init__(self, value: dict[str, Any], path: str = ""):
-        super().__init__((key, _sliced(item, f"{path}{key}.")) for key, item in value.items())
+    def __init__(self, value: dict[str, Any], path: str = "", filled: Any = None):
+        filled = filled if isinstance(filled, dict) else {}
+        super().__init__((key, _sliced(item, f"{path}{key}.", filled.get(key))) for key, item in value.items())
         self.path = path
+        self._schema_keys = frozenset(filled)
 
     def __missing__(self, key: str):
         raise ConfigError(f"--settings has no '{self.path}{key}': the stage read a config key its rule's slice "
                           "leaves out (add it to the rule's slice in onnes.stage_settings)")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        if key in self._schema_keys:  # the schema fills it: the slice left it out
+            return self.__missing__(key)
+        return default
 
 
 # It dumps as the mapping it is (the report and `onnes config show` write YAML).
 yaml.SafeDumper.add_representer(StageSlice, yaml.representer.SafeRepresenter.represent_dict)
 
 
-def _sliced(value: Any, path: str) -> Any:
+def _sliced(value: Any, path: str, filled: Any = None) -> Any:
     if isinstance(value, dict):
-        return StageSlice(value, path)
+        return StageSlice(value, path, filled)
     if isinstance(value, list):
-        return [_sliced(item, path) for item in value]
+        filled_items = filled if isinstance(filled, list) and len(filled) == len(value) else [None] * len(value)
+        return [_sliced(item, path, other) for item, other in zip(value, filled_items)]
     return value
 
 
@@ -322,15 +335,16 @@ def parse_settings(text: str) -> StageSlice:
     It is validated as part of a config (types, enums, checks within a section), and
     returned as given: the workflow's config is complete, so a slice of it holds every
     key below the ones it names, and a key it does not name is an error
-    (:class:`StageSlice`)."""
+    (:class:`StageSlice`; the validated copy, defaults filled, tells which keys the
+    schema sets)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--settings is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ConfigError("--settings must be a JSON object")
-    validate(copy.deepcopy(value), whole=False)
-    return StageSlice(value)
+    filled = validate(copy.deepcopy(value), whole=False)
+    return StageSlice(value, filled=filled)
 
 
 def allowed_elements(data_config: dict[str, Any]) -> frozenset[str]:

@@ -24,12 +24,28 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # Fixtures that stand up the demo campaign or the test SLURM cluster: every test using
 # one runs in the same worker, so each is built once and never twice at a time.
 DEMO_FIXTURES = {"demo_run", "slurm_cluster"}
+DEMO_GROUP = "demo"
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    """Put the demo's tests in one xdist group. --dist loadgroup sends a group to one
+    worker by the "@group" suffix of the test ids; pytest-xdist 3.8 adds it by setting
+    ``item._nodeid``, which pytest 9.2 no longer reads (its id is ``item._id``), so the
+    suffix is set here and checked: a demo split across workers would run it twice."""
+    grouped = config.getvalue("loadgroup") if hasattr(config.option, "loadgroup") else False
     for item in items:
-        if DEMO_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("demo"))
+        if not DEMO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            continue
+        item.add_marker(pytest.mark.xdist_group(DEMO_GROUP))
+        if grouped and not item.nodeid.endswith(f"@{DEMO_GROUP}"):
+            suffixed = f"{item.nodeid}@{DEMO_GROUP}"
+            if hasattr(item, "_id"):
+                from _pytest.nodeid import coerce_node_id
+                item._id = coerce_node_id(suffixed)
+            else:
+                item._nodeid = suffixed
+            assert item.nodeid == suffixed, f"could not put {item.nodeid} in the xdist group '{DEMO_GROUP}'"
 
 
 def mirror_dir() -> Path | None:

@@ -389,10 +389,10 @@ def test_slurm_outputs_match_a_local_run(demo_run, slurm_cluster, mirror, tmp_pa
 
 
 @pytest.mark.mirror
-def test_full_curation_meets_the_campaign_floor(mirror, tmp_path, demo_run):
-    """The real data sets: >= 4,000 ordered 3DSC structures with Tc, >= 15,000 MP-20.
-    The demo curates all of the mirror's MP-20 at the default settings; 3DSC, which the
-    demo caps at 2,000 records, is curated whole here."""
+def test_full_curation_meets_the_campaign_floor(mirror, tmp_path):
+    """The real data sets: >= 4,000 ordered 3DSC structures with Tc. 3DSC, which the
+    demo caps at 2,000 records, is curated whole here (without the demo, so that it runs
+    beside it); MP-20's floor is checked on the demo's curation below."""
     from onnes.data.fetch import fetch
     from onnes.catalogue import DATASET_FILES
 
@@ -402,7 +402,14 @@ def test_full_curation_meets_the_campaign_floor(mirror, tmp_path, demo_run):
     sc = curate("3dsc", tmp_path, data_config, workers=2)
     assert sc.report["tc"]["labelled"] >= 4000
     assert sc.kept.tc_K.notna().sum() >= 4000
-    assert load(REPO / "config/demo.yaml")["data"]["per_dataset"]["mp20"] == data_config["per_dataset"]["mp20"]
+
+
+@pytest.mark.mirror
+def test_demo_curates_all_of_mp20(demo_run):
+    """>= 15,000 MP-20 structures: the demo curates all of the mirror's MP-20 at the
+    default settings."""
+    assert load(REPO / "config/demo.yaml")["data"]["per_dataset"]["mp20"] == validate({})["data"]["per_dataset"][
+        "mp20"]
     mp20 = json.loads((demo_run / "results/demo/data/curation.json").read_text())["datasets"]["mp20"]
     assert mp20["records_in"] >= 17000 and mp20["kept"] >= 15000
 

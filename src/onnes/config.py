@@ -215,7 +215,7 @@ def dataset_settings(data: dict[str, Any], name: str) -> dict[str, Any]:
     """A data set's own settings: ``data.per_dataset.<name>``, ``data.custom.<name>`` or
     ``data.combined.<name>``."""
     for group in ("custom", "combined"):
-        if name in data.get(group, {}):
+        if group in data and name in data[group]:  # a stage's slice carries only the set's own group
             return data[group][name]
     try:
         return data["per_dataset"][name]

@@ -6,8 +6,12 @@
 # order, first in first out by default): per-source screening after training, and the
 # literature metrics (nothing but the summary waits for them) last. Jobs of the sources
 # a later training waits for (chain_sources) are not niced, so the reward fine-tune and
-# everything after it do not queue behind every other source's screening.
+# everything after it do not queue behind every other source's screening; nor are the
+# trainings that chain starts from (chain_trainings), which go before the other models'
+# trainings and before the Tc predictor (needed only once the chain's samples are screened).
 SLURM_NICE = {
+    "train_model": 50,
+    "tc_predictor": 100,
     "sample_shard": 100,
     "screen_match": 100,
     "relax_shard": 100,
@@ -23,28 +27,39 @@ SLURM_NICE = {
 
 
 # Their jobs are niced for every source, chain or not: nothing but the summary waits.
-SLURM_NICE_ALWAYS = {"sample_csp", "reference_fingerprints", "screen_metrics"}
+SLURM_NICE_ALWAYS = {
+    "sample_csp",
+    "reference_fingerprints",
+    "screen_metrics",
+    "tc_predictor",
+}
 
 
 def slurm_nice(rule_name):
     nice = f"--nice={SLURM_NICE[rule_name]}"
     if rule_name in SLURM_NICE_ALWAYS:
         return nice
-    return lambda wildcards: (
-        "" if wildcards.get("model") in GRAPH.chain_sources() else nice
+    exempt = (
+        GRAPH.chain_trainings if rule_name == "train_model" else GRAPH.chain_sources
     )
+    return lambda wildcards: "" if wildcards.get("model") in exempt() else nice
 
 
 def rule_resources(rule_name, **defaults):
     """A rule's resources: its own defaults, the campaign's partition and account
     (config ``cluster``), then ``cluster.resources[rule_name]`` on top. Jobs asking for
     GPUs (``gpu``, or a gpu ``gres``; numbers or functions of the wildcards) go to
-    ``cluster.gpu_partition``; rules in SLURM_NICE get their --nice as ``slurm_extra``
-    (a ``slurm_extra`` of ``cluster.resources`` replaces it).
+    ``cluster.gpu_partition``; rules in SLURM_NICE get their --nice in ``slurm_extra``,
+    after the rule's own (a ``slurm_extra`` of ``cluster.resources`` replaces both).
     """
     resources = dict(defaults)
-    if rule_name in SLURM_NICE and "slurm_extra" not in resources:
-        resources["slurm_extra"] = slurm_nice(rule_name)
+    if rule_name in SLURM_NICE:
+        own, nice = resources.get("slurm_extra", ""), slurm_nice(rule_name)
+        resources["slurm_extra"] = lambda wildcards: " ".join(
+            part
+            for part in (own, nice if isinstance(nice, str) else nice(wildcards))
+            if part
+        )
     cpu_partition = CLUSTER["partition"]
     gpu_partition = CLUSTER["gpu_partition"] or cpu_partition
     if cpu_partition or gpu_partition:

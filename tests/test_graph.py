@@ -34,6 +34,8 @@ def test_default_campaign_links():
     assert pairs["flow-tc-reward"] == "flow-tc-uncond"
     assert pairs["flow-tc-adapter"] == "flow-general"
     assert graph.chain_sources() == {"flow-tc-reward", "flow-tc-uncond"}
+    # the trainings the chain waits for: its own and every model it starts from
+    assert graph.chain_trainings() == {"flow-tc-reward", "flow-tc-uncond", "flow-tc-cfg", "flow-general"}
     assert "flow-tc-uncond" not in graph.checkpoint_owners()
 
 
@@ -55,7 +57,7 @@ def test_trained_models_include_the_weights_active_models_take():
 def test_a_steered_model_pairs_only_with_an_active_counterpart():
     alone = campaign(active_models=["flow-tc-cfg"])
     assert alone.steering_pairs() == {}
-    assert alone.chain_sources() == set()
+    assert alone.chain_sources() == set() and alone.chain_trainings() == set()
     with_base = campaign(active_models=["flow-tc-adapter", "flow-general"])
     assert with_base.steering_pairs() == {"flow-tc-adapter": "flow-general"}
 

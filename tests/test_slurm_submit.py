@@ -92,6 +92,17 @@ def test_one_node_multi_gpu_training_asks_for_the_gpus_in_the_gpu_partition(tmp_
         tmp_path, overlay, "results/demo/models/flow/last.ckpt")
 
 
+def test_the_chain_trains_first_and_other_trainings_are_niced(tmp_path):
+    """The demo's reward chain starts from flow (flow-tc-cfg's adapter base): its
+    training goes to SLURM un-niced, other families' trainings with --nice, and both
+    keep the rule's own --signal."""
+    calls = submit(tmp_path, {}, ["train_model"],
+                   ["results/demo/models/flow/last.ckpt", "results/demo/models/diffusion/last.ckpt"])
+    chain, other = calls["rule_train_model_wildcards_flow"], calls["rule_train_model_wildcards_diffusion"]
+    assert "--signal=USR1@300" in chain and not any(o.startswith("--nice") for o in chain), chain
+    assert "--signal=USR1@300" in other and "--nice=50" in other, other
+
+
 def test_multi_node_training_runs_one_torchrun_per_node(tmp_path):
     overlay = {"models": {"flow": {"train": {"gpus": 4, "nodes": 2, "threads": 8}}},
                "cluster": {"gpu_partition": "gpu", "account": "materials"}}

@@ -106,6 +106,11 @@ class CampaignGraph:
         return {source for name in self.active if self.is_reward_finetune(name)
                 for source in (name, self.reward_samples(name))}
 
+    def chain_trainings(self) -> set[str]:
+        """The chain sources and every model they link to (weights, adapter base, reward
+        source): the trainings the chain waits for, which start before the others."""
+        return {name for source in self.chain_sources() for name in self.linked_entries(source)}
+
     def steering_pairs(self) -> dict[str, str]:
         """Each steered model -> its unconditional counterpart: for a reward fine-tune, the
         model whose samples it weighs; for a guided model (sample.target set), the same

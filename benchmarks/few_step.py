@@ -57,6 +57,11 @@ def rate(successes: int, trials: int) -> str:
     return f"{successes / trials:.3f} [{low:.3f}-{high:.3f}]"
 
 
+def distance(distances: dict, key: str) -> str:
+    low, high = distances[f"{key}_ci95"]
+    return f"{distances[key]:.3f} [{low:.3f}-{high:.3f}]"
+
+
 def figures(samples: pd.DataFrame, test: pd.DataFrame, oxidation_states: str,
             reference_fp: pd.DataFrame | None = None, workers: int = 1) -> dict:
     struct = structural_validity(samples).valid_struct.to_numpy(bool)
@@ -65,8 +70,8 @@ def figures(samples: pd.DataFrame, test: pd.DataFrame, oxidation_states: str,
     distances = property_distances(valid, test)
     n = len(samples)
     row = {"struct. valid": rate(int(struct.sum()), n), "comp. valid": rate(int(comp.sum()), n),
-           "valid": rate(int((struct & comp).sum()), n), "W(#elements)": f"{distances['wdist_num_elements']:.3f}",
-           "W(density)": f"{distances['wdist_density']:.3f}"}
+           "valid": rate(int((struct & comp).sum()), n),
+           "W(#elements)": distance(distances, "wdist_num_elements"), "W(density)": distance(distances, "wdist_density")}
     if reference_fp is not None:  # CDVAE coverage over every generated structure, the campaign's cutoffs
         cov = coverage(fingerprints(samples, workers), reference_fp)
         row["COV-R / COV-P"] = f"{cov['cov_recall']:.3f} / {cov['cov_precision']:.3f}"

@@ -36,6 +36,8 @@ def summary_row(name: str, funnel: dict, metrics: dict) -> dict:
                         f"{name}_fraction_low": low, f"{name}_fraction_high": high, f"{name}_rate": entry.get("rate")})
     for key in METRIC_COLUMNS:
         row[key] = metrics.get(key)
+    for key in ("wdist_density", "wdist_num_elements"):  # 95 % bootstrap intervals
+        row[f"{key}_low"], row[f"{key}_high"] = metrics.get(f"{key}_ci95") or (None, None)
     return row
 
 

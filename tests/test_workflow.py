@@ -454,6 +454,7 @@ def test_demo_ends_with_the_campaign_page(demo_run):
     # What the campaign measured, each table beside the page as CSV.
     quality = pd.read_csv(report / "quality.csv")
     assert quality.source.tolist() == DEMO_SOURCES and quality.valid.str.contains(r"\[").all()
+    assert quality["W(density)"].str.contains(r"\[").all()  # with its bootstrap interval
     steering = pd.read_csv(report / "steering.csv").set_index("source")
     assert steering.loc[["flow-tc-cfg", "flow-tc-reward"], "against"].eq("flow-tc-uncond").all()
     assert steering.loc[["flow-tc-cfg", "flow-tc-reward"], "gain"].str.match(r"[\d.]+x \[").all()

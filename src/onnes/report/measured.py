@@ -39,11 +39,21 @@ def _number(value, digits: int = 3) -> str | None:
     return None if value is None or pd.isna(value) else f"{value:.{digits}g}"
 
 
+def _distance(row: pd.Series, key: str) -> str | None:
+    """A Wasserstein distance with its 95 % bootstrap interval when the summary has one."""
+    value, low, high = row.get(key), row.get(f"{key}_low"), row.get(f"{key}_high")
+    if value is None or pd.isna(value):
+        return None
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return _number(value)
+    return f"{_number(value)} [{_number(low)}-{_number(high)}]"
+
+
 def quality_table(summary_path: Path | None, sources: list[str]) -> pd.DataFrame:
     """Generation quality per source as the literature defines it (CDVAE/DiffCSP metrics:
     structural and compositional validity, COV-R/P, Wasserstein distances of density and
     number of elements, CSP match rate and RMSE), with 95 % Wilson intervals on the
-    rates, models and baselines in one table (SUN and MSUN: the stability table)."""
+    rates and bootstrap intervals on the distances, models and baselines in one table (SUN and MSUN: the stability table)."""
     if summary_path is None or not Path(summary_path).exists():
         return pd.DataFrame()
     summary = pd.read_csv(summary_path).set_index("source")
@@ -59,7 +69,7 @@ def quality_table(summary_path: Path | None, sources: list[str]) -> pd.DataFrame
             "comp. valid": _rate(round(s.valid_comp_rate * generated), generated),
             "valid": _rate(s.valid, generated), "novel": _rate(s.novel, generated),
             "COV-R": _number(s.cov_recall), "COV-P": _number(s.cov_precision),
-            "W(density)": _number(s.wdist_density), "W(#elements)": _number(s.wdist_num_elements),
+            "W(density)": _distance(s, "wdist_density"), "W(#elements)": _distance(s, "wdist_num_elements"),
             "CSP match": _number(s.csp_match_rate), "CSP RMSE": _number(s.csp_rmse),
         })
     return pd.DataFrame(rows)

@@ -19,10 +19,16 @@ def tc_predictor_inputs(wildcards):
     return inputs
 
 
-def reward_source_predictions(wildcards):
-    """The screened, Tc-predicted samples a reward fine-tune's rewarded set is drawn from."""
-    model = GRAPH.reward_samples(wildcards.model)
-    return f"{RESULTS}/tc/{model}/predicted.parquet"
+def reward_set_inputs(wildcards):
+    """The screened, Tc-predicted samples a reward fine-tune's rewarded set is drawn from,
+    and its data set's training split when reward.mix_data mixes known crystals in."""
+    inputs = {
+        "predicted": f"{RESULTS}/tc/{GRAPH.reward_samples(wildcards.model)}/predicted.parquet"
+    }
+    if GRAPH.models[wildcards.model]["reward"]["mix_data"] > 0:
+        dataset = GRAPH.source_dataset(wildcards.model)
+        inputs["data"] = f"{RESULTS}/data/{dataset}/train.parquet"
+    return inputs
 
 
 def tc_compare_inputs(wildcards):

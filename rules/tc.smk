@@ -94,7 +94,7 @@ rule tc_compare:
 
 rule reward_set:
     input:
-        predicted=reward_source_predictions,
+        unpack(reward_set_inputs),
     output:
         train=f"{RESULTS}/tc/{{model}}/reward/train.parquet",
         val=f"{RESULTS}/tc/{{model}}/reward/val.parquet",
@@ -106,7 +106,10 @@ rule reward_set:
         "../envs/analysis.yaml"
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.train),
+        data=lambda wildcards, input: (
+            f"--data {shlex.quote(input.data)}" if "data" in input.keys() else ""
+        ),
         settings=settings_of("reward_set"),
     shell:
-        "onnes tc reward-set --model {wildcards.model} --predicted {input.predicted:q}"
+        "onnes tc reward-set --model {wildcards.model} --predicted {input.predicted:q} {params.data}"
         " --out-dir {params.out_dir:q} --settings {params.settings} > {log:q} 2>&1"

@@ -383,10 +383,43 @@ def _source_samples(count: int = 120) -> pd.DataFrame:
     return table
 
 
+def test_stability_reward_self_trains_on_confirmed_candidates_mixed_with_known_crystals():
+    """reward.kind stability: only confirmed MSUN samples are drawn, each as often as the
+    others (reward 1), none of the Tc gates apply; tc_and_stability weighs those by
+    P(Tc > 10 K); reward.mix_data takes that fraction of the draws from the training split."""
+    samples = _source_samples().drop(columns=["tc_p_above_10K", "tc_pred_mean", "tc_ood"])
+    samples["msun_confirmed"] = samples.relaxed & (samples.e_above_hull <= 0.1) & (samples.relax_status == "converged")
+    settings = {"threshold": 10.0, "temperature": 1.0, "max_e_above_hull": 0.1, "draws": 1000, "val_fraction": 0.1,
+                "min_effective_samples": 3, "kind": "stability", "mix_data": 0.0}
+    train, val, summary = reward_set(samples, settings, seed=0)
+    source = samples.set_index("id")
+    originals = train.id.str.split("~").str[0]
+    assert source.loc[originals].msun_confirmed.all() and len(train) == 1000
+    assert "in_domain" not in summary["counts_after_gates"] and summary["mean_reward_drawn"] == 1.0
+    counts = originals.value_counts()
+    assert counts.max() < 2 * counts.min()  # equal rewards: drawn about equally often
+    # mixed: 30 % of the training rows are known crystals, drawn from the split given
+    known = crystals.from_structures(toy_structures(10), [f"k{i}" for i in range(10)], "train")
+    mixed, _, mixed_summary = reward_set(samples, {**settings, "mix_data": 0.3}, seed=0, data=known)
+    from_data = mixed.id.str.contains("~data")
+    assert from_data.sum() == mixed_summary["from_data"] == 300 and len(mixed) == 1000
+    assert set(mixed.id[from_data].str.split("~").str[0]) <= set(known.id)
+    assert source.loc[mixed.id[~from_data].str.split("~").str[0]].msun_confirmed.all()
+    with pytest.raises(ValueError, match="mix_data"):
+        reward_set(samples, {**settings, "mix_data": 0.3}, seed=0)
+    # Tc times stability: confirmed rows only, weighted by P(Tc > 10 K)
+    both = _source_samples()
+    both["msun_confirmed"] = samples.msun_confirmed
+    joint, _, joint_summary = reward_set(both, {**settings, "kind": "tc_and_stability"}, seed=0)
+    chosen = both.set_index("id").loc[joint.id.str.split("~").str[0]]
+    assert chosen.msun_confirmed.all() and not chosen.tc_ood.any()
+    assert joint_summary["mean_probability_drawn"] > joint_summary["mean_probability_gated"]
+
+
 def test_reward_set_gates_and_draws_in_proportion_to_the_reward():
     samples = _source_samples()
     settings = {"threshold": 10.0, "temperature": 1.0, "max_e_above_hull": 0.1, "draws": 2000, "val_fraction": 0.1,
-                "min_effective_samples": 5}
+                "min_effective_samples": 5, "kind": "tc", "mix_data": 0.0}
     train, val, summary = reward_set(samples, settings, seed=0)
     counts = summary["counts_after_gates"]
     assert counts["generated"] == 120 >= counts["valid"] >= counts["in_domain"] >= counts["hull"]

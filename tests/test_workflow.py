@@ -67,6 +67,18 @@ def test_plain_snakemake_reads_the_default_profile(tmp_path):
     assert profile["retries"] >= 1  # transient failures of short jobs are retried, as training is
 
 
+def test_a_reward_fine_tune_mixing_in_known_crystals_reads_its_training_split(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"models": {"flow-tc-reward": {"reward": {"kind": "stability",
+                                                                                "mix_data": 0.5}}}}))
+    target = "results/demo/tc/flow-tc-reward/reward/train.parquet"
+    out = snakemake("-n", "-p", "--forceall", "-d", str(tmp_path / "dry"), "--configfile",
+                    str(REPO / "config/demo.yaml"), str(overlay), "--", target)
+    command = next(line for line in out.stdout.splitlines() if "onnes tc reward-set" in line)
+    assert "--data results/demo/data/3dsc/train.parquet" in command
+    assert '"kind": "stability"' in command and '"mix_data": 0.5' in command
+
+
 def test_a_config_typo_fails_naming_the_key(tmp_path):
     result = snakemake("-n", "-d", str(tmp_path), "--config", "campain=x", check=False)
     assert result.returncode != 0

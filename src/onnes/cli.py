@@ -329,7 +329,8 @@ def _tc_reward_set(args: argparse.Namespace) -> None:
 
     config = _load_config(args)
     settings = _model_settings(config, args.model)["reward"]
-    train, val, summary = reward_set(read_table(args.predicted), settings, config["seed"])
+    data = read_table(args.data) if args.data else None
+    train, val, summary = reward_set(read_table(args.predicted), settings, config["seed"], data)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_table(train, args.out_dir / "train.parquet")
     write_table(val, args.out_dir / "val.parquet")
@@ -726,6 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
     tc_reward.add_argument("--model", required=True, help="the reward fine-tune's name under models")
     tc_reward.add_argument("--predicted", type=Path, required=True, help="the source's tc/{source}/predicted.parquet")
     tc_reward.add_argument("--out-dir", type=Path, required=True, help="train.parquet, val.parquet, reward.json")
+    tc_reward.add_argument("--data", type=Path, help="the model's data set's training split, to mix in "
+                           "(reward.mix_data > 0)")
     _add_config_options(tc_reward)
     tc_reward.set_defaults(func=_tc_reward_set)
 

@@ -294,8 +294,8 @@ class StageSlice(dict):
     a stage must read nothing else: a key the slice leaves out is a ConfigError naming
     it, not the schema's default (which would change the result without a rerun). That
     holds for ``settings[key]`` and for ``settings.get(key, default)`` alike: ``get``
-    returns its default only for a key the schema itself leaves unset (an optional
-    block such as a model's ``adapter``), never for one the schema would have filled.
+    returns its default only for a key the schema does not define there (a modality
+    under a model's ``processes``, say), never for one the schema would have filled.
     """
 
     def __init__(self, value: dict[str, Any], path: str = "", filled: Any = None):

@@ -173,13 +173,21 @@ def resampled_distances(generated: np.ndarray, reference: np.ndarray, draws: np.
 
 def wasserstein_interval(generated: np.ndarray, reference: np.ndarray, seed: int = 0,
                          resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95) -> tuple[float, float]:
-    """Percentile-bootstrap interval of W(generated, reference), resampling the generated
-    values (the sample a sampler drew; the reference split is fixed). It is what two
-    samplers' distances are compared by, as Wilson intervals compare their rates."""
+    """Bootstrap interval of W(generated, reference), resampling the generated values (the
+    sample a sampler drew; the reference split is fixed). It is what two samplers'
+    distances are compared by, as Wilson intervals compare their rates.
+
+    A resample repeats values, which roughens its distribution, so resampled distances
+    run above the sample's own (at 20 values every one of 1,000 did, in the demo). The
+    interval is therefore the resamples' percentiles shifted by that bias (their mean
+    minus the sample's distance), clipped at 0: it always holds the estimate, and at the
+    literature's 1,000 values, where the bias is small, it is the plain percentile one."""
     draws = np.random.default_rng(seed).integers(0, len(generated), size=(resamples, len(generated)))
+    distances = resampled_distances(generated, reference, draws)
+    bias = distances.mean() - wasserstein_distance(generated, reference)
     tail = 50.0 * (1.0 - level)
-    low, high = np.percentile(resampled_distances(generated, reference, draws), [tail, 100.0 - tail])
-    return float(low), float(high)
+    low, high = np.percentile(distances, [tail, 100.0 - tail]) - bias
+    return float(max(low, 0.0)), float(max(high, 0.0))
 
 
 def property_distances(generated: pd.DataFrame, reference: pd.DataFrame, seed: int = 0) -> dict:

@@ -71,7 +71,8 @@ def figures(samples: pd.DataFrame, test: pd.DataFrame, oxidation_states: str,
     n = len(samples)
     row = {"struct. valid": rate(int(struct.sum()), n), "comp. valid": rate(int(comp.sum()), n),
            "valid": rate(int((struct & comp).sum()), n),
-           "W(#elements)": distance(distances, "wdist_num_elements"), "W(density)": distance(distances, "wdist_density")}
+           "W(#elements)": distance(distances, "wdist_num_elements"),
+           "W(density)": distance(distances, "wdist_density")}
     if reference_fp is not None:  # CDVAE coverage over every generated structure, the campaign's cutoffs
         cov = coverage(fingerprints(samples, workers), reference_fp)
         row["COV-R / COV-P"] = f"{cov['cov_recall']:.3f} / {cov['cov_precision']:.3f}"

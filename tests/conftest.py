@@ -33,18 +33,16 @@ def pytest_collection_modifyitems(config, items):
     worker by the "@group" suffix of the test ids; pytest-xdist 3.8 adds it by setting
     ``item._nodeid``, which pytest 9.2 no longer reads (its id is ``item._id``), so the
     suffix is set here and checked: a demo split across workers would run it twice."""
-    grouped = config.getvalue("loadgroup") if hasattr(config.option, "loadgroup") else False
+    grouped = getattr(config.option, "loadgroup", False)
     for item in items:
         if not DEMO_FIXTURES & set(getattr(item, "fixturenames", ())):
             continue
         item.add_marker(pytest.mark.xdist_group(DEMO_GROUP))
-        if grouped and not item.nodeid.endswith(f"@{DEMO_GROUP}"):
+        if grouped and hasattr(item, "_id"):  # older pytest: xdist's own hook adds the suffix
+            from _pytest.nodeid import coerce_node_id
+
             suffixed = f"{item.nodeid}@{DEMO_GROUP}"
-            if hasattr(item, "_id"):
-                from _pytest.nodeid import coerce_node_id
-                item._id = coerce_node_id(suffixed)
-            else:
-                item._nodeid = suffixed
+            item._id = coerce_node_id(suffixed)
             assert item.nodeid == suffixed, f"could not put {item.nodeid} in the xdist group '{DEMO_GROUP}'"
 
 

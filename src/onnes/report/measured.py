@@ -53,7 +53,8 @@ def quality_table(summary_path: Path | None, sources: list[str]) -> pd.DataFrame
     """Generation quality per source as the literature defines it (CDVAE/DiffCSP metrics:
     structural and compositional validity, COV-R/P, Wasserstein distances of density and
     number of elements, CSP match rate and RMSE), with 95 % Wilson intervals on the
-    rates and bootstrap intervals on the distances, models and baselines in one table (SUN and MSUN: the stability table)."""
+    rates and bootstrap intervals on the distances, models and baselines in one table
+    (SUN and MSUN: the stability table)."""
     if summary_path is None or not Path(summary_path).exists():
         return pd.DataFrame()
     summary = pd.read_csv(summary_path).set_index("source")

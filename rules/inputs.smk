@@ -69,22 +69,28 @@ def cp2k_data_option(wildcards, input):
 
 
 def dft_select_inputs(wildcards):
-    ranked = {name: f"{RESULTS}/tc/{name}/ranked.parquet" for name in CANDIDATE_SOURCES}
+    """The ranked candidates of the DFT stage's round (round 0: every configured source)."""
+    sources = GRAPH.round_sources(round_of_dir(wildcards.rnd))
+    ranked = {name: f"{RESULTS}/tc/{name}/ranked.parquet" for name in sources}
     return {**ranked, **_cp2k_data_input()}
 
 
 def dft_run_inputs(wildcards):
-    return {"candidates": f"{RESULTS}/dft/candidates.parquet", **_cp2k_data_input()}
+    return {
+        "candidates": f"{RESULTS}/dft{wildcards.rnd}/candidates.parquet",
+        **_cp2k_data_input(),
+    }
 
 
 def dft_results(wildcards):
+    slots = GRAPH.round_dft_top_k(round_of_dir(wildcards.rnd))
     return expand(
-        f"{RESULTS}/dft/slots/{{slot}}.json", slot=range(config["dft"]["top_k"])
+        f"{RESULTS}/dft{wildcards.rnd}/slots/{{slot}}.json", slot=range(slots)
     )
 
 
 def dft_targets():
-    return [f"{RESULTS}/dft/dft.parquet"] if DFT_ENABLED else []
+    return [f"{RESULTS}/dft{round_dir(k)}/dft.parquet" for k in GRAPH.dft_rounds()]
 
 
 # -- report -------------------------------------------------------------------------
@@ -129,6 +135,11 @@ def report_inputs(wildcards):
             )
     if DFT_ENABLED:
         inputs["dft"] = f"{RESULTS}/dft/dft.parquet"
+    # later rounds (loop.rounds): what their references gained and their own DFT tables,
+    # read beside the single files below
+    inputs["rounds"] = [
+        f"{RESULTS}/screen/rounds/{k}/feedback.json" for k in range(1, GRAPH.rounds)
+    ] + [f"{RESULTS}/dft{round_dir(k)}/dft.parquet" for k in GRAPH.dft_rounds() if k]
     return inputs
 
 

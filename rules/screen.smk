@@ -33,7 +33,7 @@ rule screen_match:
 rule relax_shard:
     input:
         matched=f"{RESULTS}/screen/{{model}}/matched.parquet",
-        references=f"{RESULTS}/screen/hull_references.parquet",
+        references=hull_references_of,
         elements=f"{CACHE}/{ELEMENT_REFERENCE_FILE}",
     output:
         f"{RESULTS}/screen/{{model}}/relax/{{shard}}.parquet",
@@ -96,14 +96,38 @@ rule known_structures:
         "onnes screen known --tables {params.tables} --out {output:q} > {log:q} 2>&1"
 
 
+rule round_feedback:
+    input:
+        unpack(round_feedback_inputs),
+    output:
+        references=f"{RESULTS}/screen/rounds/{{round}}/hull_references.parquet",
+        known=f"{RESULTS}/screen/rounds/{{round}}/known_structures.parquet",
+        summary=f"{RESULTS}/screen/rounds/{{round}}/feedback.json",
+    log:
+        f"{RESULTS}/logs/screen/round_{{round}}_feedback.log",
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        dft=lambda wildcards, input: " ".join(
+            shlex.quote(f"{name}={path}")
+            for name, path in input.items()
+            if name.isdigit()
+        ),
+    shell:
+        "onnes dft feedback --references {input.references:q} --known {input.known:q}"
+        " --elements {input.elements:q} --dft {params.dft} --out-references {output.references:q}"
+        " --out-known {output.known:q} --summary {output.summary:q} > {log:q} 2>&1"
+
+
 rule screen_stability:
     input:
         matched=f"{RESULTS}/screen/{{model}}/matched.parquet",
         relaxed=relax_shards,
-        references=f"{RESULTS}/screen/hull_references.parquet",
+        references=hull_references_of,
         elements=f"{CACHE}/{ELEMENT_REFERENCE_FILE}",
         train=model_split("train"),
-        known=f"{RESULTS}/screen/known_structures.parquet",
+        known=known_structures_of,
     output:
         f"{RESULTS}/screen/{{model}}/stability.parquet",
     log:
@@ -131,7 +155,7 @@ rule screen_stability:
 rule confirm_candidates:
     input:
         table=f"{RESULTS}/screen/{{model}}/stability.parquet",
-        references=f"{RESULTS}/screen/hull_references.parquet",
+        references=hull_references_of,
         elements=f"{CACHE}/{ELEMENT_REFERENCE_FILE}",
     output:
         f"{RESULTS}/screen/{{model}}/confirm.parquet",
@@ -160,10 +184,10 @@ rule screen_finish:
     input:
         unpack(confirm_input),
         stability=f"{RESULTS}/screen/{{model}}/stability.parquet",
-        references=f"{RESULTS}/screen/hull_references.parquet",
+        references=hull_references_of,
         elements=f"{CACHE}/{ELEMENT_REFERENCE_FILE}",
         train=model_split("train"),
-        known=f"{RESULTS}/screen/known_structures.parquet",
+        known=known_structures_of,
     output:
         screened=f"{RESULTS}/screen/{{model}}/screened.parquet",
         funnel=report(

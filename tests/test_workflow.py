@@ -79,6 +79,32 @@ def test_a_reward_fine_tune_mixing_in_known_crystals_reads_its_training_split(tm
     assert '"kind": "stability"' in command and '"mix_data": 0.5' in command
 
 
+def test_later_rounds_are_judged_on_a_hull_that_holds_every_earlier_rounds_dft(tmp_path):
+    overlay = tmp_path / "loop.yaml"
+    overlay.write_text(yaml.safe_dump({"loop": {"rounds": 3, "models": ["flow"], "dft_top_k": 1}}))
+    out = snakemake("-n", "-p", "--forceall", "-d", str(tmp_path / "dry"), "--configfile",
+                    str(REPO / "config/demo.yaml"), str(overlay))
+    commands = [line[line.index("onnes "):] for line in out.stdout.splitlines() if "onnes " in line]
+
+    def command(start, *parts):
+        return next(c for c in commands if c.startswith(start) and all(p in c for p in parts))
+
+    feedback = command("onnes dft feedback", "rounds/2/hull_references.parquet")
+    assert "0=results/demo/dft/dft.parquet 1=results/demo/dft/rounds/1/dft.parquet" in feedback
+    assert "--references results/demo/screen/hull_references.parquet" in feedback
+    relax = command("onnes screen relax", "screen/flow-r2/")
+    assert "--references results/demo/screen/rounds/2/hull_references.parquet" in relax
+    finish = command("onnes screen finish", "screen/flow-r2/")
+    assert "--known results/demo/screen/rounds/2/known_structures.parquet" in finish
+    assert "--references results/demo/screen/hull_references.parquet" in command("onnes screen finish",
+                                                                                  "screen/flow/")
+    # round 2 learns from round 1's samples; round 1's DFT takes round 1's candidates only
+    assert "--predicted results/demo/tc/flow-r1/predicted.parquet" in command("onnes tc reward-set",
+                                                                              "--model flow-r2")
+    select = command("onnes dft select", "dft/rounds/1/candidates.parquet")
+    assert "--ranked flow-r1=results/demo/tc/flow-r1/ranked.parquet --" in select
+
+
 def test_a_config_typo_fails_naming_the_key(tmp_path):
     result = snakemake("-n", "-d", str(tmp_path), "--config", "campain=x", check=False)
     assert result.returncode != 0
@@ -152,9 +178,11 @@ def test_demo_data_stage_end_to_end(demo_run):
     assert "copied from mirror, sha256 ok" in log
 
 
-DEMO_MODELS = ["flow", "diffusion", "interpolant", "kldm", "flow-tc-cfg", "flow-tc-uncond", "flow-tc-reward"]
-# The demo preset with every default filled in: the counts the checks below expect.
+# The demo preset with every default filled in (and its second round, flow-r1, generated):
+# the counts the checks below expect.
 DEMO = validate(yaml.safe_load((REPO / "config/demo.yaml").read_text()))
+DEMO_MODELS = ["flow", "diffusion", "interpolant", "kldm", "flow-tc-cfg", "flow-tc-uncond", "flow-tc-reward",
+               "flow-r1"]
 
 
 @pytest.mark.mirror
@@ -224,8 +252,9 @@ def check_screening(results, source):
     # by matching again, independently of the funnel's own bookkeeping)
     msun = screened[screened.msun]
     assert msun.known_as.isna().all()
-    known = crystals.read_table(results / "screen/known_structures.parquet")
-    assert set(known.split) == {"train", "val", "test"}
+    round_dir = "screen/rounds/1" if source == "flow-r1" else "screen"  # round 1 knows round 0's DFT phases
+    known = crystals.read_table(results / f"{round_dir}/known_structures.parquet")
+    assert {"train", "val", "test"} <= set(known.split)
     assert not find_known(msun, known, Tolerances())
     metrics = json.loads((results / f"screen/{source}/metrics.json").read_text())
     assert 0 <= metrics["cov_recall"] <= 1 and metrics["wdist_density"] >= 0
@@ -254,6 +283,37 @@ def test_demo_steered_models_sample_and_screen(demo_run, model):
         reward = json.loads((results / f"tc/{model}/reward/reward.json").read_text())
         assert reward["effective_sample_size"] >= 50 - 1e-6 and reward["samples"] == "flow-tc-uncond"
         assert reward["mean_probability_drawn"] > reward["mean_probability_gated"]
+
+
+@pytest.mark.mirror
+def test_demo_runs_a_second_round_on_what_the_first_confirmed_and_computed(demo_run):
+    """Round 1 (flow-r1) fine-tunes flow on flow's confirmed candidates mixed with MP-20,
+    and is judged on a hull and a known set that hold round 0's DFT phases."""
+    results = demo_run / "results/demo"
+    reward = json.loads((results / "tc/flow-r1/reward/reward.json").read_text())
+    assert reward["kind"] == "stability" and reward["samples"] == "flow" and reward["source"] == "flow"
+    assert reward["from_data"] == 300 and reward["train"] == 600 and reward["mean_reward_drawn"] == 1.0
+    metrics = pd.read_csv(results / "models/flow-r1/metrics.csv")
+    assert metrics.step.iloc[-1] == 300
+    check_screening(results, "flow-r1")
+
+    feedback = json.loads((results / "screen/rounds/1/feedback.json").read_text())
+    dft = crystals.read_table(results / "dft/dft.parquet")
+    computed = dft[dft.dft_status == "success"]
+    assert feedback["rounds"] == [0] and feedback["known_added"] == len(computed) >= 1
+    # CP2K energies have no footing on the MP hull without a local hull: known only, said so
+    assert all(not p["on_hull_references"] and "cp2k" in p["placement"] for p in feedback["phases"])
+    base_known = crystals.read_table(results / "screen/known_structures.parquet")
+    round_known = crystals.read_table(results / "screen/rounds/1/known_structures.parquet")
+    assert len(round_known) == len(base_known) + len(computed) and "round-0" in set(round_known.split)
+    base_refs = pd.read_parquet(results / "screen/hull_references.parquet")
+    round_refs = pd.read_parquet(results / "screen/rounds/1/hull_references.parquet")
+    assert len(round_refs) == len(base_refs) + feedback["hull_entries_added"]
+    funnel = json.loads((results / "screen/flow-r1/funnel.json").read_text())
+    assert funnel["protocol"]["hull"]["entries"] == len(round_refs)
+    # the steering table compares the round with the one before it
+    steering = pd.read_csv(results / "tc/steering.csv").set_index("source")
+    assert steering.loc["flow-r1", "baseline"] == "flow"
 
 
 @pytest.mark.mirror

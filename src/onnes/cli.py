@@ -113,6 +113,22 @@ def _dft_gather(args: argparse.Namespace) -> None:
     log.info("dft: %s", table.dft_status.value_counts().to_dict())
 
 
+def _dft_feedback(args: argparse.Namespace) -> None:
+    from onnes.crystals import read_table, write_table
+    from onnes.dft.feedback import feed_back
+    from onnes.io import read_parquet, write_json
+    from onnes.screen.hull import elemental_potentials
+
+    dft_tables = {int(k): read_table(path) for k, path in _named(args.dft).items()}
+    references, known, summary = feed_back(read_parquet(args.references), read_table(args.known), dft_tables,
+                                           elemental_potentials(args.elements))
+    write_table(references, args.out_references)
+    write_table(known, args.out_known)
+    write_json(args.summary, summary)
+    log.info("feedback from rounds %s: %d phases known, %d on the hull (%d below it)", summary["rounds"],
+             summary["known_added"], summary["hull_entries_added"], summary["moves_hull"])
+
+
 # -- data ---------------------------------------------------------------------------
 
 
@@ -769,6 +785,17 @@ def build_parser() -> argparse.ArgumentParser:
     dft_gather.add_argument("--elements", type=Path, help="MP elemental reference entries")
     dft_gather.add_argument("--out", type=Path, required=True, help="dft.parquet")
     dft_gather.set_defaults(func=_dft_gather)
+
+    dft_feedback = dft_actions.add_parser("feedback", help="a later round's hull references and known crystals: "
+                                          "the campaign's plus earlier rounds' DFT phases")
+    dft_feedback.add_argument("--references", type=Path, required=True, help="the campaign's hull references")
+    dft_feedback.add_argument("--known", type=Path, required=True, help="the campaign's known structures")
+    dft_feedback.add_argument("--elements", type=Path, required=True, help="MP elemental reference entries")
+    dft_feedback.add_argument("--dft", nargs="*", default=[], help="ROUND=dft.parquet of each earlier round")
+    dft_feedback.add_argument("--out-references", type=Path, required=True)
+    dft_feedback.add_argument("--out-known", type=Path, required=True)
+    dft_feedback.add_argument("--summary", type=Path, required=True, help="feedback.json")
+    dft_feedback.set_defaults(func=_dft_feedback)
 
     report = stages.add_parser("report", help="the campaign page: funnel, figures, ranked candidates, provenance")
     report.add_argument("--results", type=Path, required=True, help="results/{campaign}")

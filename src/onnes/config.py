@@ -23,6 +23,7 @@ from onnes.catalogue import DATASET_FILES
 from onnes.elements import MAX_Z
 from onnes.errors import ConfigError  # noqa: F401  (defined in the bottom layer; stages import it from here too)
 from onnes.graph import CampaignGraph
+from onnes.rounds import expand_rounds
 
 
 def schema_path() -> Path:
@@ -83,7 +84,11 @@ def validate(config: dict[str, Any], whole: bool = True, samplers: bool = True) 
     when a cluster job re-reads the workflow, which the main process has checked.
     Raises ConfigError naming the first offending key.
     """
-    _fill_and_check(config, load_schema())
+    schema = load_schema()
+    _fill_and_check(config, schema)
+    if "loop" in config:  # a stage's slice leaves it out
+        train_keys = set(schema["$defs"]["model"]["properties"]["train"]["properties"])
+        expand_rounds(config, fill_model_defaults, train_keys)
     check_semantics(config, whole, samplers)
     return config
 
@@ -188,8 +193,6 @@ def _check_reward(config: dict[str, Any], name: str, entry: dict[str, Any], whol
     if entry["adapter"]["base"] or entry["weights_from"] or entry["conditioning"]["columns"]:
         raise ConfigError(f"{key}: a reward fine-tune takes its architecture and conditioning from its source "
                           "(no adapter.base, weights_from or conditioning.columns of its own)")
-    if other["reward"]["source"]:
-        raise ConfigError(f"{key}: source '{source}' is itself a reward fine-tune")
     if other["conditioning"]["columns"] and other["conditioning"]["p_uncond"] <= 0:
         raise ConfigError(f"{key}: source '{source}' is conditional without condition dropout (p_uncond 0): "
                           "it has no unconditional branch to fine-tune")

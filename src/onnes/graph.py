@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from onnes import catalogue
+from onnes.rounds import round_models
 
 
 class CampaignGraph:
@@ -134,6 +135,32 @@ class CampaignGraph:
             elif base in active:
                 pairs[name] = base
         return pairs
+
+    # -- rounds (loop) -----------------------------------------------------------------
+    @property
+    def rounds(self) -> int:
+        return self.config["loop"]["rounds"]
+
+    def round_of(self, name: str) -> int:
+        """The round a candidate source belongs to: k for a loop's generated m-r{k}, else 0."""
+        generated = round_models(self.config["loop"])
+        return generated[name][1] if name in generated else 0
+
+    def round_sources(self, k: int) -> list[str]:
+        """The candidate sources of round ``k`` (round 0: everything the campaign configures)."""
+        return [name for name in self.candidate_sources if self.round_of(name) == k]
+
+    def round_dft_top_k(self, k: int) -> int:
+        """Candidates round ``k`` sends to DFT: dft.top_k for round 0, loop.dft_top_k after."""
+        later = self.config["loop"]["dft_top_k"]
+        return self.config["dft"]["top_k"] if k == 0 or later is None else later
+
+    def dft_rounds(self) -> list[int]:
+        """The rounds whose best candidates go to DFT."""
+        dft = self.config["dft"]
+        if not (self.tc_enabled() and dft["enabled"]):
+            return []
+        return [k for k in range(self.rounds) if self.round_dft_top_k(k) > 0 and self.round_sources(k)]
 
     # -- data sets and their roles ----------------------------------------------------
     def source_dataset(self, name: str) -> str:

@@ -100,6 +100,13 @@ def _block(*path: str, seed: bool = False):
     return subset
 
 
+def _dft_select(config: Config, rnd: str) -> Config:
+    """The DFT block, with top_k of the round whose DFT stage this is (``rnd``: "" for
+    round 0, "/rounds/{k}" after): the slot count is the only setting a round changes."""
+    k = int(rnd.rsplit("/", 1)[-1]) if rnd else 0
+    return {"dft": {**config["dft"], "top_k": CampaignGraph(config).round_dft_top_k(k)}}
+
+
 SLICES: dict[str, Callable[..., Config]] = {
     "curate_dataset": lambda c, dataset: _curate(c, dataset),
     "split_dataset": lambda c, dataset: _split(c, dataset),
@@ -122,7 +129,7 @@ SLICES: dict[str, Callable[..., Config]] = {
     "tc_rank": _block("tc", "rank"),
     "tc_compare": _block("tc", "steering"),
     "reward_set": lambda c, model: _model(c, model),
-    "dft_select": _block("dft"),
+    "dft_select": lambda c, rnd="": _dft_select(c, rnd),
     "dft_run": _block("dft"),
     "campaign_report": lambda c: c,
 }

@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, ...]] = [
     # errors, the element range, atomic file writes, the data catalogue: import nothing of the package
     ("onnes", "onnes.errors", "onnes.elements", "onnes.io", "onnes.catalogue"),
-    # the crystal-table contract; the links between models and the data sets' roles
-    ("onnes.crystals", "onnes.graph"),
+    # the crystal-table contract; the links between models and the data sets' roles, the
+    # entries a campaign's later rounds add
+    ("onnes.crystals", "onnes.rounds", "onnes.graph"),
     # structure matching, the generative models, the interatomic potentials
     ("onnes.matching", "onnes.models", "onnes.mlip"),
     # configuration: validates against the registries below it

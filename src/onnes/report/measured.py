@@ -155,8 +155,9 @@ def dft_table(dft: pd.DataFrame | None) -> pd.DataFrame:
     """The candidates DFT ran on, in slot order: outcome, energy and what the run did."""
     if dft is None or not len(dft):
         return pd.DataFrame()
-    ran = dft[dft.dft_slot >= 0].sort_values("dft_slot")
+    ran = dft[dft.dft_slot >= 0].sort_values([c for c in ("round", "dft_slot") if c in dft])
     out = pd.DataFrame({
+        **({"round": ran["round"].astype(int)} if "round" in ran and ran["round"].gt(0).any() else {}),
         "slot": ran.dft_slot.astype(int), "formula": ran.formula, "source": ran.source, "id": ran.id,
         "code": ran.get("dft_code"), "calculation": ran.get("dft_calculation"), "status": ran.dft_status,
         "energy (eV/atom)": [None if pd.isna(e) else f"{e:.4f}" for e in ran.get("dft_energy_per_atom",
@@ -167,4 +168,5 @@ def dft_table(dft: pd.DataFrame | None) -> pd.DataFrame:
         "error": ran.get("dft_error"),
     })
     # Verified first (the campaign's best evidence), then the others in slot order.
-    return out.sort_values(["status", "slot"], key=lambda c: c.ne("success") if c.name == "status" else c)
+    order = [c for c in ("round", "status", "slot") if c in out]
+    return out.sort_values(order, key=lambda c: c.ne("success") if c.name == "status" else c)

@@ -149,6 +149,7 @@ class PageContent:
     steering: pd.DataFrame
     predictor: pd.DataFrame
     dft: pd.DataFrame
+    rounds: pd.DataFrame
 
 
 def _table_or(frame: pd.DataFrame, table_id: str, empty: str) -> str:
@@ -177,7 +178,7 @@ def render(c: PageContent) -> str:
 seed {c.provenance["seeds"]["campaign"]}. Tables: <a href="funnel.csv">funnel.csv</a>,
 <a href="quality.csv">quality.csv</a>, <a href="stability.csv">stability.csv</a>,
 <a href="steering.csv">steering.csv</a>, <a href="tc_predictor.csv">tc_predictor.csv</a>,
-<a href="dft.csv">dft.csv</a>, <a href="candidates.csv">candidates.csv</a>; provenance:
+<a href="dft.csv">dft.csv</a>, <a href="rounds.csv">rounds.csv</a>, <a href="candidates.csv">candidates.csv</a>; provenance:
 <a href="provenance.json">provenance.json</a>, <a href="config.yaml">config.yaml</a>.</p>
 
 <h2>Funnel</h2>
@@ -198,6 +199,10 @@ seed {c.provenance["seeds"]["campaign"]}. Tables: <a href="funnel.csv">funnel.cs
 <p>{html.escape(c.notes["steering"])}</p>
 {_table_or(c.steering, "steering", "No steering comparison in this campaign (no guided or fine-tuned model "
                                      "beside an unguided one, or the Tc stage is off).")}
+
+<h2>Rounds</h2>
+<p>{html.escape(c.notes["rounds"])}</p>
+{_table_or(c.rounds, "rounds", "One round in this campaign (loop.rounds is 1).")}
 
 <h2>The Tc predictor's own figures</h2>
 <p>{html.escape(c.notes["predictor"])}</p>

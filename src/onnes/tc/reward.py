@@ -116,6 +116,9 @@ def reward_set(predicted: pd.DataFrame, settings: dict, seed: int,
     order = rng.permutation(len(gated))
     n_val = max(1, int(round(settings["val_fraction"] * len(gated))))
     val_rows, train_rows = order[:n_val], order[n_val:]
+    if weights[train_rows].sum() <= 0:
+        raise ValueError(f"every rewarded sample ({int((weights > 0).sum())}) fell into the validation rows; "
+                         "sample more from the source or lower reward.val_fraction")
     size = settings["draws"] or len(train_rows)
     n_data = int(round(settings["mix_data"] * size))
     if n_data and data is None:

@@ -311,6 +311,15 @@ def test_demo_runs_a_second_round_on_what_the_first_confirmed_and_computed(demo_
     assert len(round_refs) == len(base_refs) + feedback["hull_entries_added"]
     funnel = json.loads((results / "screen/flow-r1/funnel.json").read_text())
     assert funnel["protocol"]["hull"]["entries"] == len(round_refs)
+    # the report's rounds table and the map with both rounds on it
+    table = pd.read_csv(results / "report/rounds.csv")
+    assert table.source.tolist() == ["flow", "flow-r1"] and table["round"].tolist() == [0, 1]
+    assert table.loc[1, "learned from"] == "flow" and table.loc[1, "DFT phases known"] == len(computed)
+    confirmed = crystals.read_table(results / "screen/flow-r1/screened.parquet").msun_confirmed.sum()
+    assert table.loc[1, "confirmed MSUN"].endswith(f"({confirmed})")
+    points = pd.read_csv(results / "report/map.csv")
+    assert {"flow", "flow-r1", "known (training split)"} <= set(points.source)
+    assert points[["x", "y"]].notna().all().all() and (points.loc[points.source == "flow-r1", "round"] == 1).all()
     # the steering table compares the round with the one before it
     steering = pd.read_csv(results / "tc/steering.csv").set_index("source")
     assert steering.loc["flow-r1", "baseline"] == "flow"
@@ -572,8 +581,13 @@ def test_report_tables_and_figures_are_reproducible(demo_run, tmp_path):
     figures = [f"figures/{name}.{kind}" for name in ("funnel", "training", "distributions", "space_groups",
                                                      "tc_predictor") for kind in ("png", "svg")]
     for name in ["funnel.csv", "stability.csv", "candidates.csv", "quality.csv", "steering.csv", "tc_predictor.csv",
-                 "dft.csv", *figures]:
+                 "dft.csv", "rounds.csv", *figures]:
         assert (tmp_path / name).read_bytes() == (first / name).read_bytes(), name
+    # t-SNE's Barnes-Hut gradient sums in OpenMP threads: the map agrees to rounding, not bytes
+    again, before = pd.read_csv(tmp_path / "map.csv"), pd.read_csv(first / "map.csv")
+    assert again.drop(columns=["x", "y"]).equals(before.drop(columns=["x", "y"]))
+    spread = before[["x", "y"]].to_numpy().max() - before[["x", "y"]].to_numpy().min()
+    assert abs(again[["x", "y"]].to_numpy() - before[["x", "y"]].to_numpy()).max() < 1e-3 * spread
     assert provenance["seeds"] == json.loads((tmp_path / "provenance.json").read_text())["seeds"]
 
 
@@ -595,15 +609,16 @@ def test_campaign_page_renders_in_chromium(demo_run):
     candidates = pd.read_csv(demo_run / "results/demo/report/candidates.csv")
     assert rendered["broken"] == []
     binaries = sum(len(Composition(f).elements) == 2 for f in candidates.formula)
-    # Five figures, a picture per candidate and a hull plot per two-element candidate.
-    assert rendered["images"] == 5 + len(candidates) + binaries and rendered["hull_plots"] == binaries
+    # Six figures, a picture per candidate and a hull plot per two-element candidate.
+    assert rendered["images"] == 6 + len(candidates) + binaries and rendered["hull_plots"] == binaries
     assert rendered["candidate_rows"] == len(candidates) and rendered["funnel_rows"] == len(DEMO_SOURCES)
     assert rendered["stability_rows"] == len(DEMO_SOURCES) and rendered["protocol_rows"] > 10
     assert rendered["quality_rows"] == len(DEMO_SOURCES)
     assert rendered["steering_rows"] == len(DEMO_SOURCES) + 1  # and the training set's measured row
     assert rendered["predictor_rows"] >= 8 and rendered["dft_rows"] >= 1
+    assert rendered["rounds_rows"] == DEMO["loop"]["rounds"]  # flow's round 0 and round 1
     assert rendered["sections"] == ["Funnel", "Generation quality against the baselines", "Stability: SUN and MSUN",
-                                    "Steering toward high Tc", "The Tc predictor's own figures",
+                                    "Steering toward high Tc", "Rounds", "Map", "The Tc predictor's own figures",
                                     "DFT-verified candidates", "Top candidates", "Training", "Distributions",
                                     "Provenance"]
     artifacts = REPO / "test-artifacts"

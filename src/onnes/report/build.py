@@ -15,13 +15,13 @@ from onnes import crystals
 from onnes.data.export import export_cif
 from onnes.io import atomic_path, write_json
 from onnes.data.export import SYMPREC
-from onnes.report import collect, figures, hull, measured, page, provenance, rounds
+from onnes.report import chemical_map, collect, figures, hull, measured, page, provenance, rounds
 
 log = logging.getLogger(__name__)
 
 FIGURES = {"funnel": "figures/funnel.png", "training": "figures/training.png",
            "distributions": "figures/distributions.png", "space_groups": "figures/space_groups.png",
-           "predictor": "figures/tc_predictor.png"}
+           "predictor": "figures/tc_predictor.png", "map": "figures/map.png"}
 
 NOTES = {
     "funnel": "Structures left after each step: generated; valid (structure and composition); unique; novel "
@@ -72,6 +72,12 @@ NOTES = {
               "valid samples (95 % Wilson intervals, counts), distinct compositions and space groups (0.1 Å) "
               "among confirmed MSUN rows (a round collapsing onto a few prototypes shows here), the share of "
               "confirmed rows with P(Tc > 10 K) > 0.5, and the DFT phases the round's references gained.",
+    "map": "Where each source samples in composition space, beside known crystals: every crystal placed by "
+           "its composition's Magpie element-property features (the COV composition fingerprint, scaled "
+           "with CDVAE's MP-20 statistics), embedded in two dimensions by t-SNE (scikit-learn, PCA start, "
+           "the campaign's seed). Near means chemically alike; t-SNE keeps neighbourhoods, not distances "
+           "between far clusters. Known: a seeded subsample of the structure reference's training split; "
+           "samples: each source's first valid ones (report.map). map.csv names every point.",
     "dft": "The candidates DFT ran on, verified ones first: code, calculation, outcome and energy. The "
            "settings are in config.yaml (dft block); each run's files and job store are under "
            "dft/{source}/{id}/.",
@@ -157,6 +163,24 @@ def _candidate_assets(candidates: pd.DataFrame, out_dir: Path,
     return assets
 
 
+def _chemical_map(inputs: ReportInputs, out: Path) -> bool:
+    """map.csv and figures/map.png (report.map); whether they were drawn."""
+    from onnes.graph import CampaignGraph
+
+    settings = inputs.config["report"]["map"]
+    if not settings["enabled"] or inputs.structure_reference is None:
+        return False
+    graph = CampaignGraph(inputs.config)
+    rounds = {source: graph.round_of(source) for source in inputs.sources}
+    reference = crystals.read_table(inputs.structure_reference)
+    points = chemical_map.map_points(inputs.results, inputs.sources, rounds, reference, settings["known"],
+                                     settings["per_source"], inputs.config["seed"])
+    points = chemical_map.embed(points, inputs.config["seed"])
+    _write_csv(points, out / "map.csv")
+    figures.chemical_map(points, chemical_map.KNOWN, out / FIGURES["map"])
+    return True
+
+
 def _dft_of_every_round(inputs: ReportInputs) -> pd.DataFrame | None:
     """Round 0's dft.parquet, then each later round's (dft/rounds/{k}/), with a round column."""
     from onnes.graph import CampaignGraph
@@ -192,6 +216,7 @@ def write_report(inputs: ReportInputs) -> Path:
     tc, e_hull, density, n_elements, symbols = _distribution_data(inputs)
     figures.distributions(tc, e_hull, density, n_elements, out / FIGURES["distributions"])
     figures.space_groups(symbols, out / FIGURES["space_groups"])
+    map_figure = _chemical_map(inputs, out)
     held_out = pd.read_csv(inputs.held_out) if inputs.held_out and Path(inputs.held_out).exists() else None
     figures.predictor(held_out, out / FIGURES["predictor"])
 
@@ -219,7 +244,7 @@ def write_report(inputs: ReportInputs) -> Path:
         candidates=candidates, assets=assets, figures=FIGURES, provenance=record, config_yaml=config_yaml,
         notes=NOTES, quality=tables["quality"],
         quality_protocol=measured.metrics_protocol(inputs.results, inputs.sources), steering=tables["steering"],
-        predictor=tables["tc_predictor"], dft=tables["dft"], rounds=tables["rounds"])
+        predictor=tables["tc_predictor"], dft=tables["dft"], rounds=tables["rounds"], map_figure=map_figure)
     _write_text(out / "index.html", page.render(content))
     log.info("report %s: %d sources, %d candidates, commit %s, %d DFT-verified", out / "index.html", len(funnel),
              len(candidates), record["git"]["commit"][:12], int(funnel.dft_verified.sum()))

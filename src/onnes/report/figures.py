@@ -201,3 +201,32 @@ def binary_hull(phases: pd.DataFrame, elements: tuple[str, str], point: tuple[fl
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=6)
     return save(fig, path, svg=False)
+
+
+def chemical_map(points: pd.DataFrame, known_label: str, path: Path) -> Path:
+    """The composition map in three panels: by source (rounds in order), the crystals the
+    confirming MLIP kept, and the predicted P(Tc > 10 K)."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    known = points[points.source == known_label]
+    samples = points[points.source != known_label]
+    for ax in axes:
+        ax.scatter(known.x, known.y, s=4, c="0.82", label=known_label, rasterized=True)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for source, group in samples.groupby("source", sort=False):
+        axes[0].scatter(group.x, group.y, s=6, alpha=0.7, label=source, rasterized=True)
+    axes[0].set_title("by source (each round its own)")
+    axes[0].legend(fontsize=7, markerscale=2, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.02))
+    confirmed = samples[samples.confirmed.astype(bool)]
+    axes[1].scatter(samples.x, samples.y, s=4, c="0.55", label="valid samples", rasterized=True)
+    axes[1].scatter(confirmed.x, confirmed.y, s=18, c="tab:red", marker="*", label="confirmed (MSUN, both MLIPs)")
+    axes[1].set_title("kept by the confirming MLIP")
+    axes[1].legend(fontsize=7, markerscale=1.5, loc="upper center", bbox_to_anchor=(0.5, -0.02))
+    scored = samples[samples.p_tc_above_10K.notna()]
+    if len(scored):
+        sc = axes[2].scatter(scored.x, scored.y, s=6, c=scored.p_tc_above_10K, cmap="viridis", vmin=0, vmax=1,
+                             rasterized=True)
+        fig.colorbar(sc, ax=axes[2], label="P(Tc > 10 K)")
+    axes[2].set_title("predicted P(Tc > 10 K)")
+    fig.suptitle("Where the sources sample in composition space (t-SNE of Magpie features)")
+    return save(fig, path)

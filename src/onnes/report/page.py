@@ -41,6 +41,7 @@ window.addEventListener('load', function () {
     steering_rows: document.querySelectorAll('#steering tbody tr').length,
     predictor_rows: document.querySelectorAll('#tc_predictor tbody tr').length,
     dft_rows: document.querySelectorAll('#dft tbody tr').length,
+    rounds_rows: document.querySelectorAll('#rounds tbody tr').length,
     hull_plots: document.querySelectorAll('#candidates img.hull').length,
     sections: Array.prototype.map.call(document.querySelectorAll('h2'), function (h) { return h.textContent; })
   });
@@ -150,6 +151,7 @@ class PageContent:
     predictor: pd.DataFrame
     dft: pd.DataFrame
     rounds: pd.DataFrame
+    map_figure: bool = False
 
 
 def _table_or(frame: pd.DataFrame, table_id: str, empty: str) -> str:
@@ -203,6 +205,12 @@ seed {c.provenance["seeds"]["campaign"]}. Tables: <a href="funnel.csv">funnel.cs
 <h2>Rounds</h2>
 <p>{html.escape(c.notes["rounds"])}</p>
 {_table_or(c.rounds, "rounds", "One round in this campaign (loop.rounds is 1).")}
+
+<h2>Map</h2>
+<p>{html.escape(c.notes["map"])}</p>
+{(figure("map", "composition map of known crystals and each source's samples")
+  + ' <span class="muted">As CSV: <a href="map.csv">map.csv</a></span>') if c.map_figure
+ else '<p class="muted">No map in this campaign (report.map.enabled is false).</p>'}
 
 <h2>The Tc predictor's own figures</h2>
 <p>{html.escape(c.notes["predictor"])}</p>

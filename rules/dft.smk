@@ -67,13 +67,14 @@ rule dft_run:
         # dft/slots/{slot}.json -> dft/: calculations go to dft/{source}/{id}/
         work_root=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
         cp2k_data=cp2k_data_option,
+        local_hull=local_hull_options,
         settings=settings_of("dft_run"),
         launcher=lambda wildcards, resources: (
             f"--launcher {resources.mpi}" if resources.mpi else ""
         ),
     shell:
         "onnes dft run --candidates {input.candidates:q} --slot {wildcards.slot} {params.cp2k_data} {params.launcher}"
-        " --work-root {params.work_root:q} --out {output:q} --settings {params.settings} > {log:q} 2>&1"
+        " {params.local_hull} --work-root {params.work_root:q} --out {output:q} --settings {params.settings} > {log:q} 2>&1"
 
 
 rule dft_gather:

@@ -76,10 +76,29 @@ def dft_select_inputs(wildcards):
 
 
 def dft_run_inputs(wildcards):
-    return {
+    """The slot's candidates, and for a code off the MP footing with dft.local_hull the
+    round's hull and known crystals (the decomposition products and their structures).
+    """
+    inputs = {
         "candidates": f"{RESULTS}/dft{wildcards.rnd}/candidates.parquet",
         **_cp2k_data_input(),
     }
+    if config["dft"]["local_hull"] and config["dft"]["code"] != "vasp":
+        inputs["references"] = (
+            f"{RESULTS}/screen{wildcards.rnd}/hull_references.parquet"
+        )
+        inputs["known"] = f"{RESULTS}/screen{wildcards.rnd}/known_structures.parquet"
+        inputs["elements"] = f"{CACHE}/{ELEMENT_REFERENCE_FILE}"
+    return inputs
+
+
+def local_hull_options(wildcards, input):
+    """--references/--known/--elements when the slot computes the local hull."""
+    return " ".join(
+        f"--{name} {shlex.quote(input[name])}"
+        for name in ("references", "known", "elements")
+        if name in input.keys()
+    )
 
 
 def dft_results(wildcards):

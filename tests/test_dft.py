@@ -12,15 +12,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import REPO, silicon, stage_json
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Composition, Lattice, Structure
 
 from onnes import config as cfg
 from onnes.crystals import structure_columns
 from onnes.dft.cp2k import UnsupportedElements, basis_and_potential, prepare_data_dir
 from onnes.dft.results import gather, task_fields
-from onnes.dft.runner import run_candidate
+from onnes.dft.local_hull import known_by_id
+from onnes.dft.runner import run_candidate, run_slot
 from onnes.dft.selection import select_candidates
 from onnes.dft.settings import DftSettings
+from onnes.screen.hull import ConvexHull
 
 CP2K_SOURCE = Path("/usr/share/cp2k")
 needs_cp2k_data = pytest.mark.skipif(not (CP2K_SOURCE / "BASIS_MOLOPT").is_file(),
@@ -132,6 +134,54 @@ def test_cp2k_si_static_runs_for_real_into_the_job_store(cp2k_data, tmp_path):
     docs = json.loads((tmp_path / "store/docs.json").read_text())
     assert [d["output"]["state"] for d in docs if d.get("output")] == ["successful"]
     assert (Path(record["dft_dir"].split(":", 1)[1]) / "cp2k.out.gz").is_file()  # atomate2 gzips outputs
+
+
+def si_hull_and_known():
+    """A hull whose Si ground state is the reference entry mp-149, and the known crystals
+    holding its diamond structure (as the campaign's known table names it)."""
+    references = pd.DataFrame([{"id": "mp-149", "source": "mp20_hull_refs", "e_form_per_atom": 0.0,
+                                "composition": json.dumps({"Si": 2})},
+                               {"id": "mp-165", "source": "mp20_hull_refs", "e_form_per_atom": 0.3,
+                                "composition": json.dumps({"Si": 8})}])
+    known = pd.DataFrame([{**structure_columns(diamond_si()), "id": "mp20:mp-149", "source": "mp20", "split": "train"}])
+    return ConvexHull(references, {"Si": -5.42}), known_by_id(known)
+
+
+def test_an_element_decomposes_into_its_ground_state_entry():
+    hull, _ = si_hull_and_known()
+    assert hull.decomposition(Composition("Si")) == [("mp-149", "Si", 1.0)]
+    lifted = ConvexHull(hull_refs_without_ground_state(), {"Si": -5.42})
+    assert lifted.decomposition(Composition("Si")) == [(None, "Si", 1.0)]  # only a polymorph above it
+
+
+def hull_refs_without_ground_state():
+    return pd.DataFrame([{"id": "mp-165", "source": "mp20_hull_refs", "e_form_per_atom": 0.3,
+                          "composition": json.dumps({"Si": 8})}])
+
+
+@needs_cp2k
+def test_a_cp2k_candidate_is_measured_against_its_products_at_the_same_settings(cp2k_data, tmp_path):
+    """Compressed diamond Si against diamond Si, both by CP2K at the same settings: the local
+    hull's energy is the compression energy, positive; no product structure, no figure.
+    (Compressed, not stretched: this minimal basis puts Si's equilibrium above 5.43 A.)"""
+    strained = diamond_si()
+    strained.apply_strain(-0.05)
+    candidates = pd.DataFrame([row_of(strained, "si-strained", dft_slot=0)])
+    hull, known = si_hull_and_known()
+    fast = settings(calculation="static", retries=0, cp2k=FAST_CP2K)
+    record = run_slot(candidates, 0, fast, tmp_path, 1, cp2k_data, hull=hull, known=known)
+    assert record["dft_status"] == "success" and record["dft_local_status"] == "ok"
+    products = json.loads(record["dft_local_products"])
+    assert [(p["id"], p["status"]) for p in products] == [("mp-149", "success")]
+    assert record["e_above_hull_dft_local"] == pytest.approx(
+        record["dft_energy_per_atom"] - products[0]["energy_per_atom"])
+    assert 0.005 < record["e_above_hull_dft_local"] < 1.0  # 5 % compression costs energy
+    assert (tmp_path / "test/si-strained/products/mp-149/store/docs.json").is_file()
+
+    elsewhere = run_slot(candidates, 0, fast, tmp_path / "again", 1, cp2k_data,
+                         hull=ConvexHull(hull_refs_without_ground_state(), {"Si": -5.42}), known=known)
+    assert elsewhere["dft_status"] == "success" and pd.isna(elsewhere["e_above_hull_dft_local"])
+    assert elsewhere["dft_local_status"].startswith("product structure not on hand: Si")
 
 
 def test_bad_input_is_caught_retried_and_recorded(cp2k_data, tmp_path):

@@ -92,8 +92,14 @@ def _dft_run(args: argparse.Namespace) -> None:
     from onnes.io import write_json
 
     config = _load_config(args)
+    hull = known = None
+    if args.references and args.elements and args.known:
+        from onnes.dft.local_hull import known_by_id
+        from onnes.screen.hull import ConvexHull
+
+        hull, known = ConvexHull.from_files(args.references, args.elements), known_by_id(read_table(args.known))
     record = run_slot(read_table(args.candidates), args.slot, DftSettings.from_config(config), args.work_root,
-                      config["dft"]["resources"]["threads"], args.cp2k_data, args.launcher)
+                      config["dft"]["resources"]["threads"], args.cp2k_data, args.launcher, hull, known)
     write_json(args.out, record)
     log.info("slot %d: %s %s", args.slot, record.get("id", "-"), record["dft_status"])
 
@@ -775,6 +781,9 @@ def build_parser() -> argparse.ArgumentParser:
     dft_run.add_argument("--launcher", help="MPI launcher put before the CP2K command (e.g. srun)")
     dft_run.add_argument("--work-root", type=Path, required=True,
                          help="the campaign's dft/ directory; calculations and JSON store go to SOURCE/ID/ below it")
+    dft_run.add_argument("--references", type=Path, help="hull references (the local hull's decomposition)")
+    dft_run.add_argument("--elements", type=Path, help="MP elemental reference entries")
+    dft_run.add_argument("--known", type=Path, help="known structures (the decomposition products' structures)")
     dft_run.add_argument("--out", type=Path, required=True, help="the slot's record (JSON)")
     _add_config_options(dft_run)
     dft_run.set_defaults(func=_dft_run)

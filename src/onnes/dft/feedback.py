@@ -51,8 +51,9 @@ def computed_phases(dft: pd.DataFrame, round_index: int) -> pd.DataFrame:
             "dft_code": row.get("dft_code"),
             MP_FOOTING: float(row[MP_FOOTING]) if MP_FOOTING in row and pd.notna(row[MP_FOOTING]) else np.nan,
             LOCAL_HULL: float(row[LOCAL_HULL]) if LOCAL_HULL in row and pd.notna(row[LOCAL_HULL]) else np.nan,
+            "dft_local_status": row.get("dft_local_status") if pd.notna(row.get("dft_local_status")) else None,
         })
-    columns = [*REQUIRED_COLUMNS, "split", "dft_code", MP_FOOTING, LOCAL_HULL]
+    columns = [*REQUIRED_COLUMNS, "split", "dft_code", MP_FOOTING, LOCAL_HULL, "dft_local_status"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -68,7 +69,8 @@ def hull_entry(phase, hull: ConvexHull) -> tuple[float | None, str]:
     if np.isfinite(phase[LOCAL_HULL]):
         e_hull, _ = hull.hull_energy(composition)
         return e_hull + float(phase[LOCAL_HULL]), "hull energy + DFT energy above its own decomposition products"
-    return None, f"{phase['dft_code']} total energy: not on the MP2020 footing (no local hull), known only"
+    local = phase["dft_local_status"] or "dft.local_hull off"
+    return None, f"{phase['dft_code']} total energy: not on the MP2020 footing, no local hull ({local}); known only"
 
 
 def feed_back(references: pd.DataFrame, known: pd.DataFrame, dft_tables: dict[int, pd.DataFrame],

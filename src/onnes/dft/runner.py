@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from onnes.crystals import to_structure
-from onnes.dft.results import structure_change, task_fields
+from onnes.dft.results import MP_COMPATIBLE_CODES, structure_change, task_fields
 from onnes.dft.settings import DftSettings
 from onnes.dft.store import open_store
 
@@ -174,10 +174,12 @@ def run_candidate(row, settings: DftSettings, work_dir: str | Path, cp2k_data_di
 
 
 def run_slot(candidates, slot: int, settings: DftSettings, work_root: str | Path, threads: int,
-             cp2k_data_dir=None, launcher: str | None = None) -> dict:
+             cp2k_data_dir=None, launcher: str | None = None, hull=None, known=None) -> dict:
     """One DFT job of the workflow: the candidate given ``slot`` by the selection, run in
     ``work_root/{source}/{id}/`` (the output layout, docs/architecture.md); a slot without
-    a candidate records ``no_candidate``. Sets this process's environment for the code:
+    a candidate records ``no_candidate``. With ``hull`` and ``known`` (crystals by id,
+    :func:`onnes.dft.local_hull.known_by_id`), a code off the MP footing also computes the
+    candidate's decomposition products (``dft.local_hull``). Sets this process's environment for the code:
     OpenMP threads, and for a one-rank CP2K no SLURM/PMI variables (docs/guide/slurm.md, "Running on a
     SLURM cluster")."""
     import os
@@ -194,6 +196,13 @@ def run_slot(candidates, slot: int, settings: DftSettings, work_root: str | Path
     if chosen.empty:
         return {"dft_slot": slot, "dft_status": "no_candidate"}
     row = chosen.iloc[0]
-    record = run_candidate(row, settings, Path(work_root) / str(row["source"]) / str(row["id"]), cp2k_data_dir)
+    work_dir = Path(work_root) / str(row["source"]) / str(row["id"])
+    record = run_candidate(row, settings, work_dir, cp2k_data_dir)
+    if (record["dft_status"] == "success" and settings.local_hull and settings.code not in MP_COMPATIBLE_CODES
+            and hull is not None and known is not None):
+        from onnes.dft.local_hull import local_hull
+
+        record.update(local_hull(row, record, settings, work_dir.resolve(), hull, known, run_candidate,
+                                 cp2k_data_dir))
     record["dft_slot"] = slot
     return record

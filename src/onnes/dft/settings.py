@@ -15,6 +15,7 @@ class DftSettings:
     top_k: int
     max_sites: int
     retries: int
+    local_hull: bool  # CP2K: also compute the candidate's hull decomposition products
     exclude_elements: tuple[str, ...]
     store: dict[str, Any]
     cp2k: dict[str, Any]
@@ -36,6 +37,7 @@ class DftSettings:
             top_k=block["top_k"],
             max_sites=block["max_sites"],
             retries=block["retries"],
+            local_hull=block["local_hull"],
             exclude_elements=tuple(block["exclude_elements"]),
             store=dict(block["store"]),
             cp2k=dict(block["cp2k"]),

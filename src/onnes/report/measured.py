@@ -163,6 +163,9 @@ def dft_table(dft: pd.DataFrame | None) -> pd.DataFrame:
         "energy (eV/atom)": [None if pd.isna(e) else f"{e:.4f}" for e in ran.get("dft_energy_per_atom",
                                                                                   pd.Series(np.nan, index=ran.index))],
         "MLIP E above hull (eV/atom)": ran.get("e_above_hull"),
+        # a code off the MP footing: above its own decomposition products at the same settings
+        **({"DFT E above its products (eV/atom)": ran["e_above_hull_dft_local"],
+            "local hull": ran.get("dft_local_status")} if "e_above_hull_dft_local" in ran else {}),
         "expected Tc (K)": ran.get("tc_pred_mean"),
         "minutes": ran.get("dft_seconds", pd.Series(np.nan, index=ran.index)) / 60,
         "error": ran.get("dft_error"),

@@ -136,6 +136,7 @@ class ConvexHull:
     def __init__(self, references: pd.DataFrame, potentials: dict[str, float]):
         self.potentials = potentials
         self.energies = references.e_form_per_atom.to_numpy(float)
+        self.ids = references.id.astype(str).tolist()
         self.fractions = np.zeros((len(references), Z_SLOTS))  # (refs, Z) atom fractions
         self.formulas = []
         for k, text in enumerate(references.composition):
@@ -163,29 +164,66 @@ class ConvexHull:
     def _system(self, numbers: tuple[int, ...]):
         """(fractions (refs, elements), energies, names) inside one chemical system, elements included."""
         if numbers not in self._cache:
-            system = np.zeros(2, dtype=np.uint64)
-            for z in numbers:
-                system[z // 64] |= np.uint64(1) << np.uint64(z % 64)
-            inside = np.flatnonzero(((self.masks & ~system) == 0).all(axis=1))
+            inside = self._inside(numbers)
             fractions = np.vstack([np.eye(len(numbers)), self.fractions[np.ix_(inside, list(numbers))]])
             energies = np.concatenate([np.zeros(len(numbers)), self.energies[inside]])
             names = [Element.from_Z(z).symbol for z in numbers] + [self.formulas[k] for k in inside]
             self._cache[numbers] = (fractions, energies, names)
         return self._cache[numbers]
 
-    def hull_energy(self, composition: Composition) -> tuple[float, list[tuple[str, float]]]:
-        """Hull formation energy per atom at ``composition`` and the phases (name,
-        atom fraction) it decomposes into."""
+    def _solve(self, composition: Composition):
+        """(element numbers, the LP's result) at ``composition``: weights x over the
+        system's elements, then its references (``_system``'s order)."""
         from scipy.optimize import linprog
 
         numbers = tuple(sorted(el.Z for el in composition))
-        fractions, energies, names = self._system(numbers)
+        fractions, energies, _ = self._system(numbers)
         target = np.array([composition.get_atomic_fraction(Element.from_Z(z)) for z in numbers])
         result = linprog(energies, A_eq=fractions.T, b_eq=target, bounds=(0, None), method="highs")
         if not result.success:
             raise RuntimeError(f"hull LP failed for {composition.reduced_formula}: {result.message}")
+        return numbers, result
+
+    def hull_energy(self, composition: Composition) -> tuple[float, list[tuple[str, float]]]:
+        """Hull formation energy per atom at ``composition`` and the phases (name,
+        atom fraction) it decomposes into."""
+        numbers, result = self._solve(composition)
+        names = self._system(numbers)[2]
         phases = [(names[k], float(x)) for k, x in enumerate(result.x) if x > 1e-9]
         return float(result.fun), phases
+
+    def decomposition(self, composition: Composition) -> list[tuple[str | None, str, float]]:
+        """The phases the hull at ``composition`` is made of: (reference id, formula, atom
+        fraction). An element stands for its ground state: the id of its lowest reference
+        entry when that lies at the elemental energy (formation energy 0), else None."""
+        numbers, result = self._solve(composition)
+        inside = self._inside(numbers)
+        phases = []
+        for k, x in enumerate(result.x):
+            if x <= 1e-9:
+                continue
+            if k < len(numbers):  # an element at its reference energy
+                symbol = Element.from_Z(numbers[k]).symbol
+                phases.append((self.ground_state(symbol), symbol, float(x)))
+            else:
+                index = inside[k - len(numbers)]
+                phases.append((self.ids[index], self.formulas[index], float(x)))
+        return phases
+
+    def ground_state(self, symbol: str) -> str | None:
+        """The reference id of an element's ground state (formation energy 0 within 1 meV/atom)."""
+        z = Element(symbol).Z
+        pure = np.flatnonzero((self.fractions[:, z] > 1 - 1e-9))
+        if not len(pure):
+            return None
+        best = pure[np.argmin(self.energies[pure])]
+        return self.ids[best] if abs(self.energies[best]) <= 1e-3 else None
+
+    def _inside(self, numbers: tuple[int, ...]) -> np.ndarray:
+        system = np.zeros(2, dtype=np.uint64)
+        for z in numbers:
+            system[z // 64] |= np.uint64(1) << np.uint64(z % 64)
+        return np.flatnonzero(((self.masks & ~system) == 0).all(axis=1))
 
     def elemental_energy_per_atom(self, composition: Composition) -> float:
         """Energy per atom (eV, MP2020 footing) of the composition's elements in their reference states."""

@@ -74,7 +74,8 @@ def _fill_and_check(instance: dict[str, Any], schema: dict) -> dict[str, Any]:
 
 
 def validate(config: dict[str, Any], whole: bool = True, samplers: bool = True) -> dict[str, Any]:
-    """Fill defaults into ``config`` (in place) and validate it; return it.
+    """Fill defaults into ``config`` (in place), add the model entries of later rounds
+    (``loop``, :mod:`onnes.rounds`) and validate it; return it.
 
     ``whole=False`` for a stage's slice (``--settings``): the checks across sections
     that a slice leaves out (a model's data set among the campaign's) are skipped; the
@@ -86,9 +87,9 @@ def validate(config: dict[str, Any], whole: bool = True, samplers: bool = True) 
     """
     schema = load_schema()
     _fill_and_check(config, schema)
-    if "loop" in config:  # a stage's slice leaves it out
-        train_keys = set(schema["$defs"]["model"]["properties"]["train"]["properties"])
-        expand_rounds(config, fill_model_defaults, train_keys)
+    # later rounds' model entries (a stage's slice gets the default loop: one round, none added)
+    train_keys = set(schema["$defs"]["model"]["properties"]["train"]["properties"])
+    expand_rounds(config, fill_model_defaults, train_keys)
     check_semantics(config, whole, samplers)
     return config
 

@@ -56,10 +56,15 @@ def _round_entry(models: dict[str, Any], loop: dict[str, Any], model: str, k: in
 def expand_rounds(config: dict[str, Any], fill, train_keys: set[str]) -> list[str]:
     """Add round k >= 1's entries of every looping model to ``config['models']`` (and to
     ``active_models`` when it is set), each filled by ``fill`` (the schema's defaults for
-    one model entry; ``train_keys`` are a model's train keys); return their names. Idempotent: an entry already there must be the
-    one the loop generates."""
+    one model entry); return their names. ``train_keys``: the keys ``loop.train`` may
+    set. Idempotent: an entry already there must be the one the loop generates."""
     loop = config["loop"]
     models = config["models"]
+    unknown = sorted(set(loop["train"]) - train_keys)
+    if unknown:
+        raise ConfigError(f"unknown config key 'loop.train.{unknown[0]}'; allowed here: {', '.join(sorted(train_keys))}")
+    if loop["rounds"] == 1:  # the campaign without a loop: loop.models play no part
+        return []
     for name in loop["models"]:
         if name not in models:
             raise ConfigError(f"config key 'loop.models': '{name}' is not defined under 'models'"
@@ -69,12 +74,8 @@ def expand_rounds(config: dict[str, Any], fill, train_keys: set[str]) -> list[st
                               "unguided samples (loop a model sampling the same weights without one)")
         if ROUND_NAME.match(name) and ROUND_NAME.match(name)["base"] in loop["models"]:
             raise ConfigError(f"config key 'loop.models': '{name}' is a round of another looping model")
-    if loop["rounds"] > 1 and not loop["models"]:
+    if not loop["models"]:
         raise ConfigError("config key 'loop.rounds': more than one round needs loop.models")
-    unknown = sorted(set(loop["train"]) - train_keys)
-    if unknown:
-        raise ConfigError(f"unknown config key 'loop.train.{unknown[0]}'; allowed here: {', '.join(sorted(train_keys))}")
-
     generated = round_models(loop)
     for name, (model, k) in generated.items():
         entry = fill(_round_entry(models, loop, model, k))
@@ -84,10 +85,9 @@ def expand_rounds(config: dict[str, Any], fill, train_keys: set[str]) -> list[st
         models[name] = entry
     active = config["active_models"]
     if active is not None:
-        missing = [name for name in generated if name not in active]
-        config["active_models"] = [*active, *missing]
         for name in loop["models"]:
             if name not in active:
                 raise ConfigError(f"config key 'loop.models': '{name}' is not among active_models; "
                                   "round 0 is its campaign")
+        config["active_models"] = [*active, *(name for name in generated if name not in active)]
     return list(generated)

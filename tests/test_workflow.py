@@ -399,12 +399,29 @@ def test_demo_rerun_has_nothing_to_do(demo_run, mirror):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+@pytest.mark.mirror
+def test_demo_growing_the_rounds_recomputes_nothing_finished(demo_run, mirror, tmp_path):
+    """loop.rounds 2 -> 3 on the finished demo: only round 2's jobs and the tables that
+    gather every source run."""
+    overlay = tmp_path / "three.yaml"
+    overlay.write_text(yaml.safe_dump({"loop": {"rounds": 3}}))
+    result = snakemake("-n", "-d", str(demo_run), "--configfile", str(REPO / "config/demo.yaml"), str(overlay),
+                       "--config", f"data_mirror={mirror}")
+    jobs = [line.split("wildcards: ")[1] for line in result.stdout.splitlines() if "wildcards: " in line]
+    rules = re.findall(r"^(?:local)?rule (\w+):", result.stdout, flags=re.MULTILINE)
+    assert jobs and all("flow-r2" in job or "round=2" in job for job in jobs), jobs
+    assert set(rules) - {"all", "screen_summary", "tc_compare", "campaign_report"} == {
+        "reward_set", "train_model", "sample_shard", "gather_samples", "sample_csp", "screen_match", "relax_shard",
+        "round_feedback", "screen_stability", "confirm_candidates", "screen_finish", "screen_metrics", "tc_rank"}
+
+
 # Jobs the demo submits to SLURM, per rule; every other rule is a localrule (downloads,
 # gathers, summaries: seconds each, and the login node has the network).
-DEMO_SLURM_JOBS = {"curate_dataset": 3, "train_model": 6, "sample_shard": 14, "sample_csp": 7,
-                   "sample_baseline": 2, "screen_match": 9, "relax_shard": 18, "screen_stability": 9,
-                   "confirm_candidates": 9, "screen_finish": 9,
-                   "reference_fingerprints": 2, "screen_metrics": 9, "tc_predictor": 1, "tc_rank": 9,
+# (Seven trained models with round 1's flow-r1; ten sources with the baselines.)
+DEMO_SLURM_JOBS = {"curate_dataset": 3, "train_model": 7, "sample_shard": 16, "sample_csp": 8,
+                   "sample_baseline": 2, "screen_match": 10, "relax_shard": 20, "screen_stability": 10,
+                   "confirm_candidates": 10, "screen_finish": 10,
+                   "reference_fingerprints": 2, "screen_metrics": 10, "tc_predictor": 1, "tc_rank": 10,
                    "dft_run": 1}
 
 

@@ -112,8 +112,8 @@ wildcard_constraints:
     shard=r"\d+",
     slot=r"\d+",
     round=r"[1-9]\d*",
-    # a DFT stage's directory below dft/: "" for round 0 (the campaign's), /rounds/{k} after
-    rnd=r"(/rounds/[1-9]\d*)?",
+    # a DFT stage's directory below dft/: "" for round 0 (the campaign's), rounds/{k}/ after
+    rnd=r"(rounds/[1-9]\d*/)?",
 
 
 def model_split(split):
@@ -156,22 +156,22 @@ def baseline_num_samples():
 
 def round_dir(k):
     """The round's directory level below screen/ and dft/: none for round 0 (the campaign
-    as configured), /rounds/{k} for the rounds loop.rounds adds."""
-    return f"/rounds/{k}" if k else ""
+    as configured), rounds/{k}/ for the rounds loop.rounds adds."""
+    return f"rounds/{k}/" if k else ""
 
 
 def round_of_dir(rnd):
-    return int(rnd.rsplit("/", 1)[-1]) if rnd else 0
+    return int(re.search(r"\d+", rnd).group()) if rnd else 0
 
 
 def hull_references_of(wildcards):
     """The hull a source is judged on: its round's (earlier rounds' DFT phases included)."""
-    return f"{RESULTS}/screen{round_dir(GRAPH.round_of(wildcards.model))}/hull_references.parquet"
+    return f"{RESULTS}/screen/{round_dir(GRAPH.round_of(wildcards.model))}hull_references.parquet"
 
 
 def known_structures_of(wildcards):
     """Every crystal known when a source is judged: its round's."""
-    return f"{RESULTS}/screen{round_dir(GRAPH.round_of(wildcards.model))}/known_structures.parquet"
+    return f"{RESULTS}/screen/{round_dir(GRAPH.round_of(wildcards.model))}known_structures.parquet"
 
 
 def round_feedback_inputs(wildcards):
@@ -182,7 +182,7 @@ def round_feedback_inputs(wildcards):
         "references": f"{RESULTS}/screen/hull_references.parquet",
         "known": f"{RESULTS}/screen/known_structures.parquet",
         "elements": f"{CACHE}/{ELEMENT_REFERENCE_FILE}",
-        **{str(k): f"{RESULTS}/dft{round_dir(k)}/dft.parquet" for k in earlier},
+        **{str(k): f"{RESULTS}/dft/{round_dir(k)}dft.parquet" for k in earlier},
     }
 
 

@@ -22,9 +22,9 @@ rule dft_select:
     input:
         unpack(dft_select_inputs),
     output:
-        f"{RESULTS}/dft{{rnd}}/candidates.parquet",
+        f"{RESULTS}/dft/{{rnd}}candidates.parquet",
     log:
-        f"{RESULTS}/logs/dft{{rnd}}/select.log",
+        f"{RESULTS}/logs/dft/{{rnd}}select.log",
     localrule: True
     conda:
         "../envs/dft.yaml"
@@ -45,11 +45,11 @@ rule dft_run:
     input:
         unpack(dft_run_inputs),
     output:
-        f"{RESULTS}/dft{{rnd}}/slots/{{slot}}.json",
+        f"{RESULTS}/dft/{{rnd}}slots/{{slot}}.json",
     log:
-        f"{RESULTS}/logs/dft{{rnd}}/run_{{slot}}.log",
+        f"{RESULTS}/logs/dft/{{rnd}}run_{{slot}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/dft{{rnd}}/run_{{slot}}.tsv"
+        f"{RESULTS}/benchmarks/dft/{{rnd}}run_{{slot}}.tsv"
     conda:
         "../envs/dft.yaml"
     threads: config["dft"]["resources"]["threads"]
@@ -79,14 +79,14 @@ rule dft_run:
 
 rule dft_gather:
     input:
-        candidates=f"{RESULTS}/dft{{rnd}}/candidates.parquet",
+        candidates=f"{RESULTS}/dft/{{rnd}}candidates.parquet",
         results=dft_results,
-        references=lambda wildcards: f"{RESULTS}/screen{wildcards.rnd}/hull_references.parquet",
+        references=lambda wildcards: f"{RESULTS}/screen/{wildcards.rnd}hull_references.parquet",
         elements=f"{CACHE}/{ELEMENT_REFERENCE_FILE}",
     output:
-        f"{RESULTS}/dft{{rnd}}/dft.parquet",
+        f"{RESULTS}/dft/{{rnd}}dft.parquet",
     log:
-        f"{RESULTS}/logs/dft{{rnd}}/gather.log",
+        f"{RESULTS}/logs/dft/{{rnd}}gather.log",
     localrule: True
     conda:
         "../envs/dft.yaml"

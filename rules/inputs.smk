@@ -80,14 +80,14 @@ def dft_run_inputs(wildcards):
     round's hull and known crystals (the decomposition products and their structures).
     """
     inputs = {
-        "candidates": f"{RESULTS}/dft{wildcards.rnd}/candidates.parquet",
+        "candidates": f"{RESULTS}/dft/{wildcards.rnd}candidates.parquet",
         **_cp2k_data_input(),
     }
     if config["dft"]["local_hull"] and config["dft"]["code"] != "vasp":
         inputs["references"] = (
-            f"{RESULTS}/screen{wildcards.rnd}/hull_references.parquet"
+            f"{RESULTS}/screen/{wildcards.rnd}hull_references.parquet"
         )
-        inputs["known"] = f"{RESULTS}/screen{wildcards.rnd}/known_structures.parquet"
+        inputs["known"] = f"{RESULTS}/screen/{wildcards.rnd}known_structures.parquet"
         inputs["elements"] = f"{CACHE}/{ELEMENT_REFERENCE_FILE}"
     return inputs
 
@@ -104,12 +104,12 @@ def local_hull_options(wildcards, input):
 def dft_results(wildcards):
     slots = GRAPH.round_dft_top_k(round_of_dir(wildcards.rnd))
     return expand(
-        f"{RESULTS}/dft{wildcards.rnd}/slots/{{slot}}.json", slot=range(slots)
+        f"{RESULTS}/dft/{wildcards.rnd}slots/{{slot}}.json", slot=range(slots)
     )
 
 
 def dft_targets():
-    return [f"{RESULTS}/dft{round_dir(k)}/dft.parquet" for k in GRAPH.dft_rounds()]
+    return [f"{RESULTS}/dft/{round_dir(k)}dft.parquet" for k in GRAPH.dft_rounds()]
 
 
 # -- report -------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def report_inputs(wildcards):
     # read beside the single files below
     inputs["rounds"] = [
         f"{RESULTS}/screen/rounds/{k}/feedback.json" for k in range(1, GRAPH.rounds)
-    ] + [f"{RESULTS}/dft{round_dir(k)}/dft.parquet" for k in GRAPH.dft_rounds() if k]
+    ] + [f"{RESULTS}/dft/{round_dir(k)}dft.parquet" for k in GRAPH.dft_rounds() if k]
     return inputs
 
 

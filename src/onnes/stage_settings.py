@@ -102,8 +102,8 @@ def _block(*path: str, seed: bool = False):
 
 def _dft_select(config: Config, rnd: str) -> Config:
     """The DFT block, with top_k of the round whose DFT stage this is (``rnd``: "" for
-    round 0, "/rounds/{k}" after): the slot count is the only setting a round changes."""
-    k = int(rnd.rsplit("/", 1)[-1]) if rnd else 0
+    round 0, "rounds/{k}/" after): the slot count is the only setting a round changes."""
+    k = int(rnd.strip("/").rsplit("/", 1)[-1]) if rnd else 0
     return {"dft": {**config["dft"], "top_k": CampaignGraph(config).round_dft_top_k(k)}}
 
 

@@ -32,7 +32,10 @@ STUBS = {
 }
 # Inputs of the rules under test, so that only these rules are scheduled.
 INPUTS = ["results/demo/data/mp20/train.parquet", "results/demo/data/mp20/val.parquet",
-          "results/demo/dft/candidates.parquet"]
+          "results/demo/dft/candidates.parquet",
+          # a CP2K slot's local hull: the decomposition products and their structures
+          "results/demo/screen/hull_references.parquet", "results/demo/screen/known_structures.parquet",
+          "resources/data/hull_refs/mp_elemental_reference_entries_2023-02-07.json.gz"]
 
 
 def submit(tmp_path, overlay: dict, rules: list[str], targets: list[str], inputs=()) -> dict[str, list[str]]:
@@ -131,7 +134,8 @@ def test_mpi_dft_job_and_per_rule_resources_from_config(tmp_path):
     overlay = {"dft": {"resources": {"nodes": 2, "tasks": 64, "threads": 1, "runtime": 720, "mem_mb": 64000}},
                "cluster": {"partition": "cpu", "gpu_partition": "gpu",
                            "resources": {"dft_run": {"slurm_extra": "--exclusive", "runtime": 900}}}}
-    options = submit(tmp_path, overlay, ["dft_run"], ["results/demo/dft/slots/0.json"])["rule_dft_run_wildcards_0"]
+    calls = submit(tmp_path, overlay, ["dft_run"], ["results/demo/dft/slots/0.json"])
+    options = calls[next(k for k in calls if k.startswith("rule_dft_run_wildcards"))]  # rnd (empty), slot 0
     for flag in ["--ntasks=64", "--nodes=2", "--cpus-per-task=1", "--exclusive"]:
         assert flag in options, options
     assert value(options, "-p") == "cpu" and value(options, "-t") == "900" and value(options, "--mem") == "64000"

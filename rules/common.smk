@@ -12,6 +12,7 @@ from onnes.catalogue import (
 )
 from onnes.data.fetch import check_mirror
 from onnes.graph import CampaignGraph
+from onnes.rounds import round_of_dir
 from onnes.stage_settings import settings_argument
 
 RESULTS = f"{config['results_dir']}/{config['campaign']}"
@@ -158,10 +159,6 @@ def round_dir(k):
     """The round's directory level below screen/ and dft/: none for round 0 (the campaign
     as configured), rounds/{k}/ for the rounds loop.rounds adds."""
     return f"rounds/{k}/" if k else ""
-
-
-def round_of_dir(rnd):
-    return int(re.search(r"\d+", rnd).group()) if rnd else 0
 
 
 def hull_references_of(wildcards):

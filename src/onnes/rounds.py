@@ -33,6 +33,11 @@ def round_name(model: str, k: int) -> str:
     return model if k == 0 else f"{model}-r{k}"
 
 
+def round_of_dir(rnd: str) -> int:
+    """The round a DFT stage's directory part names: "" is round 0, "rounds/{k}/" round k."""
+    return int(re.search(r"\d+", rnd).group()) if rnd else 0
+
+
 def round_models(loop: dict[str, Any]) -> dict[str, tuple[str, int]]:
     """Every generated entry -> (looping model, round), in round order."""
     return {round_name(m, k): (m, k) for k in range(1, loop["rounds"]) for m in loop["models"]}

@@ -15,6 +15,7 @@ import shlex
 from typing import Any, Callable
 
 from onnes.graph import CampaignGraph
+from onnes.rounds import round_of_dir
 
 Config = dict[str, Any]
 
@@ -103,8 +104,7 @@ def _block(*path: str, seed: bool = False):
 def _dft_select(config: Config, rnd: str) -> Config:
     """The DFT block, with top_k of the round whose DFT stage this is (``rnd``: "" for
     round 0, "rounds/{k}/" after): the slot count is the only setting a round changes."""
-    k = int(rnd.strip("/").rsplit("/", 1)[-1]) if rnd else 0
-    return {"dft": {**config["dft"], "top_k": CampaignGraph(config).round_dft_top_k(k)}}
+    return {"dft": {**config["dft"], "top_k": CampaignGraph(config).round_dft_top_k(round_of_dir(rnd))}}
 
 
 SLICES: dict[str, Callable[..., Config]] = {

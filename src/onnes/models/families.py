@@ -108,7 +108,8 @@ class SamplingPlan:
     ``sampler`` ode (Euler, or Heun with ``heun``) or sde (Euler-Maruyama with
     ``noise``); ``corrector_steps`` Langevin moves after each step for the processes that
     have a corrector (``step_lr`` their step size, None: the process's own); masked types
-    are drawn at ``type_temperature`` and revealed in ``unmasking`` order."""
+    are drawn at ``type_temperature`` and revealed in ``unmasking`` order; the steps
+    follow the time grid t_k = 1 - (1 - k / steps)^``grid_power`` (1: uniform)."""
 
     sampler: str
     steps: int
@@ -118,6 +119,7 @@ class SamplingPlan:
     step_lr: float | None = None
     type_temperature: float = 1.0
     unmasking: str = "random"
+    grid_power: float = 1.0
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -128,6 +130,8 @@ class SamplingPlan:
             raise ValueError("sample.steps must be >= 1, corrector_steps and noise >= 0")
         if self.type_temperature <= 0:
             raise ValueError("sample.type_temperature must be > 0")
+        if self.grid_power <= 0:
+            raise ValueError("sample.grid_power must be > 0")
         if self.unmasking not in UNMASKING_ORDERS:
             raise ValueError(f"unknown unmasking order '{self.unmasking}' (random or confidence)")
 
@@ -143,4 +147,5 @@ class SamplingPlan:
                    corrector_steps=int(sample.get("corrector_steps", 0)),
                    step_lr=sample.get("step_lr"),
                    type_temperature=float(sample.get("type_temperature", 1.0)),
-                   unmasking=sample.get("unmasking", "random"))
+                   unmasking=sample.get("unmasking", "random"),
+                   grid_power=float(sample.get("grid_power", 1.0)))

@@ -15,6 +15,10 @@ no sampling setting can make a model fail to build or train.
   an interpolant's SDE, the exponential integrator of kinetic Langevin diffusion).
 - ``PredictorCorrector``: any of the above, then ``corrector_steps`` Langevin moves of
   each modality that has a corrector (Song et al. 2021), one evaluation each.
+
+Every sampler walks the same time grid, uniform by default; ``grid_power`` p > 1 takes
+shorter steps toward the data end, t_k = 1 - (1 - k / N)^p (the polynomial schedules of
+Karras et al. 2022, sec. 3, written in the processes' time), p < 1 toward the prior.
 """
 
 from __future__ import annotations
@@ -31,6 +35,18 @@ Predict = Callable[[State, float], State]  # network outputs at (state, t)
 Project = Callable[[State], State]  # e.g. clamp the types for structure prediction
 
 
+def time_grid(steps: int, power: float = 1.0) -> list[float]:
+    """The N + 1 times t_0 = 0 < t_1 < ... < t_N = 1 of ``steps`` steps:
+    t_k = 1 - (1 - k / N)^power (power 1: k / N, computed as k * (1 / N) so that the
+    uniform grid is the one the samplers always used)."""
+    if steps < 1 or power <= 0:
+        raise ValueError("a time grid needs steps >= 1 and power > 0")
+    if power == 1.0:
+        dt = 1.0 / steps
+        return [k * dt for k in range(steps)] + [1.0]
+    return [1.0 - (1.0 - k / steps) ** power for k in range(steps)] + [1.0]
+
+
 def column(x: torch.Tensor, value: float) -> torch.Tensor:
     """(rows of x, 1) filled with a time or step size, the shape processes take."""
     return torch.full((x.shape[0], 1), value, device=x.device)
@@ -39,8 +55,8 @@ def column(x: torch.Tensor, value: float) -> torch.Tensor:
 class Sampler:
     """Base: the loop. ``advance`` makes one predictor step from the prediction at t."""
 
-    def __init__(self, processes: dict[str, Process], mode: StepMode = ODE):
-        self.processes, self.mode = [processes[m] for m in MODALITIES], mode
+    def __init__(self, processes: dict[str, Process], mode: StepMode = ODE, grid_power: float = 1.0):
+        self.processes, self.mode, self.grid_power = [processes[m] for m in MODALITIES], mode, grid_power
         for process in self.processes:
             process.check_mode(self.mode)
 
@@ -62,13 +78,13 @@ class Sampler:
 
     def run(self, state: State, predict: Predict, steps: int, ctx: Context, gen=None,
             project: Project | None = None) -> tuple[State, State]:
-        """Integrate ``state`` over ``steps`` equal steps; returns (final state, the
-        last prediction)."""
+        """Integrate ``state`` over ``steps`` steps of the sampler's time grid; returns
+        (final state, the last prediction)."""
         project = project or (lambda s: s)
-        dt = 1.0 / steps
+        grid = time_grid(steps, self.grid_power)
         preds = None
         for k in range(steps):
-            t = k * dt
+            t, dt = grid[k], grid[k + 1] - grid[k] if self.grid_power != 1.0 else 1.0 / steps
             preds = predict(state, t)
             state = project(self.advance(state, preds, t, dt, k == steps - 1, predict, ctx, gen))
             state = self.after_step(state, t + dt, predict, ctx, gen, project)
@@ -80,10 +96,10 @@ class Euler(Sampler):
 
 
 class EulerMaruyama(Sampler):
-    def __init__(self, processes, mode: StepMode = StepMode(stochastic=True)):
+    def __init__(self, processes, mode: StepMode = StepMode(stochastic=True), grid_power: float = 1.0):
         if not mode.stochastic:
             raise ValueError("EulerMaruyama takes a stochastic StepMode")
-        super().__init__(processes, mode)
+        super().__init__(processes, mode, grid_power)
 
 
 class Heun(Sampler):
@@ -104,7 +120,7 @@ class Heun(Sampler):
 class PredictorCorrector(Sampler):
     def __init__(self, predictor: Sampler, corrector_steps: int = 1, step_size: float | None = None):
         self.predictor, self.corrector_steps, self.step_size = predictor, corrector_steps, step_size
-        self.processes, self.mode = predictor.processes, predictor.mode
+        self.processes, self.mode, self.grid_power = predictor.processes, predictor.mode, predictor.grid_power
 
     def evaluations(self, steps):
         return self.predictor.evaluations(steps) + self.corrector_steps * steps
@@ -124,16 +140,17 @@ class PredictorCorrector(Sampler):
 
 def build_sampler(plan: SamplingPlan, processes: dict[str, Process]) -> Sampler:
     """The sampler a plan names: ode (Euler, or Heun with ``heun``) or sde
-    (Euler-Maruyama at ``noise``), wrapped in a predictor-corrector when
-    ``corrector_steps`` > 0 and a process has a corrector. Raises ValueError when a
-    process cannot take the plan's steps (SDE sampling of a gamma-free interpolant)."""
+    (Euler-Maruyama at ``noise``) on the plan's time grid (``grid_power``), wrapped in a
+    predictor-corrector when ``corrector_steps`` > 0 and a process has a corrector.
+    Raises ValueError when a process cannot take the plan's steps (SDE sampling of a
+    gamma-free interpolant)."""
     stochastic = plan.sampler == "sde"
     mode = StepMode(stochastic=stochastic, noise=plan.noise if stochastic else 0.0,
                     temperature=plan.type_temperature, unmasking=plan.unmasking)
     if mode.stochastic:
-        predictor: Sampler = EulerMaruyama(processes, mode)
+        predictor: Sampler = EulerMaruyama(processes, mode, plan.grid_power)
     else:
-        predictor = (Heun if plan.heun else Euler)(processes, mode)
+        predictor = (Heun if plan.heun else Euler)(processes, mode, plan.grid_power)
     if plan.corrector_steps and any(p.has_corrector for p in predictor.processes):
         return PredictorCorrector(predictor, plan.corrector_steps, plan.step_lr)
     return predictor

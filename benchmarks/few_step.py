@@ -3,8 +3,9 @@ network evaluations (NFE) and sampler choices, and print the de novo figures tha
 no relaxation (structural and compositional validity with Wilson intervals,
 Wasserstein distances of #elements and density against the test split) with the
 throughput, beside the checkpoint's own (preset) sampler; with ``--fingerprints`` also
-CDVAE coverage (COV-R/P, about 3 structures/s to fingerprint on one core). MSUN and CSP
-need the campaign's screening.
+CDVAE coverage (COV-R/P, about 3 structures/s to fingerprint on one core), with ``--csp
+N`` the DiffCSP match rate of N structure predictions on test compositions by the same
+sampler. MSUN needs the campaign's screening (config/few_step.yaml).
 
     python benchmarks/few_step.py --config config/quality.yaml --results results/quality \\
         --models flow interpolant --nfe 4 8 16 32 100 --samples 1000 --out docs/results/few_step
@@ -13,9 +14,10 @@ need the campaign's screening.
 samples instead of drawing them again (no throughput then). Variant ``own`` is the
 preset's sampler (its corrector moves included) on a shorter grid.
 
-Each (model, sampler, NFE) samples ``--samples`` structures in one shard with the same
-seed; Euler and Euler-Maruyama take NFE steps, Heun (NFE + 1) / 2 steps. Run it alone:
-a second busy process slows torch many times over.
+Each (model, sampler, NFE, grid power) samples ``--samples`` structures in one shard with
+the same seed; Euler and Euler-Maruyama take NFE steps, Heun (NFE + 1) / 2 steps;
+``--grid-powers`` adds rows on non-uniform time grids (``sample.grid_power``). Run it
+alone: a second busy process slows torch many times over.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ from curate_all import hardware  # noqa: E402
 from onnes import config as cfg  # noqa: E402
 from onnes.crystals import read_table  # noqa: E402
 from onnes.models.families import SamplingPlan  # noqa: E402
-from onnes.sampling import load_model, sample_shard  # noqa: E402
+from onnes.sampling import load_model, sample_csp, sample_shard  # noqa: E402
 from onnes.screen.funnel import wilson_interval  # noqa: E402
 from onnes.io import read_parquet  # noqa: E402
-from onnes.screen.metrics import coverage, fingerprints, property_distances  # noqa: E402
+from onnes.screen.metrics import coverage, csp_match, fingerprints, property_distances  # noqa: E402
 from onnes.screen.validity import compositional_validity, structural_validity  # noqa: E402
 
 # Sampler variants: (sample-block override, steps for a budget of nfe evaluations given
@@ -79,10 +81,20 @@ def figures(samples: pd.DataFrame, test: pd.DataFrame, oxidation_states: str,
     return row
 
 
+def match_figures(predicted: pd.DataFrame, test: pd.DataFrame) -> dict:
+    """DiffCSP match rate (Wilson interval) and RMSE, by the campaign's ``csp_match``."""
+    match = csp_match(predicted, test)
+    matched = round(match["csp_match_rate"] * match["csp_count"])
+    rmse = "" if match["csp_rmse"] is None else f"{match['csp_rmse']:.3f}"
+    return {"CSP match": rate(matched, match["csp_count"]), "CSP RMSE": rmse}
+
+
 def run(config: dict, results: Path, model: str, variant: str, nfe: int | None, samples: int, out: Path,
-        score, seed: int) -> dict:
+        score, seed: int, grid_power: float = 1.0, csp: tuple[pd.DataFrame, int] | None = None) -> dict:
     entry = json.loads(json.dumps(config["models"][model]))
     sample = {**entry["sample"], "num_samples": samples, "shards": 1}
+    if grid_power != 1.0:
+        sample["grid_power"] = grid_power
     label = "preset"
     network, _ = load_model(results / f"models/{model}/last.ckpt")
     if nfe is not None:
@@ -97,27 +109,34 @@ def run(config: dict, results: Path, model: str, variant: str, nfe: int | None, 
         label = variant
     entry["sample"] = sample
     entry = cfg.validate({"models": {model: entry}, "active_models": [model]})["models"][model]
-    path = out / f"{model}_{label}_{nfe or 'preset'}.parquet"
+    stem = f"{model}_{label}_{nfe or 'preset'}" + (f"_p{grid_power:g}" if grid_power != 1.0 else "")
+    path = out / f"{stem}.parquet"
+    checkpoint = results / f"models/{model}/last.ckpt"
     started = time.perf_counter()
-    summary = sample_shard(results / f"models/{model}/last.ckpt", 0, path, seed=seed, settings=entry, name=model)
+    summary = sample_shard(checkpoint, 0, path, seed=seed, settings=entry, name=model)
     seconds = time.perf_counter() - started
     plan = SamplingPlan.of(entry["family"], entry["sample"])
     evaluations = network.sampler(plan).evaluations(plan.steps)
     return {"model": model, "sampler": label if nfe is not None else f"preset ({plan.sampler}, {plan.steps} steps)",
-            "NFE": evaluations, "structures/s": f"{summary['count'] / seconds:.1f}",
-            **score(read_table(path))}
+            "grid power": grid_power, "NFE": evaluations, "structures/s": f"{summary['count'] / seconds:.1f}",
+            **score(read_table(path)),
+            **(match_figures(sample_csp(checkpoint, csp[0], csp[1], out / f"{stem}_csp.parquet", seed,
+                                        settings=entry, name=model), csp[0]) if csp else {})}
 
 
-def campaign_row(config: dict, results: Path, model: str, samples: Path, score) -> dict:
+def campaign_row(config: dict, results: Path, model: str, samples: Path, score,
+                 csp: tuple[pd.DataFrame, int] | None = None) -> dict:
     """The preset's row from the campaign's own samples (``samples/{model}/samples.parquet``),
-    instead of sampling the preset again; no throughput."""
+    instead of sampling the preset again; no throughput. CSP (``csp``) from the campaign's
+    ``samples/{model}/csp.parquet``."""
     entry = cfg.validate({"models": {model: json.loads(json.dumps(config["models"][model]))},
                           "active_models": [model]})["models"][model]
     plan = SamplingPlan.of(entry["family"], entry["sample"])
     network, _ = load_model(results / f"models/{model}/last.ckpt")
     return {"model": model, "sampler": f"preset ({plan.sampler}, {plan.steps} steps; campaign samples)",
-            "NFE": network.sampler(plan).evaluations(plan.steps), "structures/s": "",
-            **score(read_table(samples / model / "samples.parquet"))}
+            "grid power": plan.grid_power, "NFE": network.sampler(plan).evaluations(plan.steps), "structures/s": "",
+            **score(read_table(samples / model / "samples.parquet")),
+            **(match_figures(read_table(samples / model / "csp.parquet"), csp[0]) if csp else {})}
 
 
 def main() -> None:
@@ -126,7 +145,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, required=True, help="results/{campaign} with models/*/last.ckpt")
     parser.add_argument("--models", nargs="+", required=True)
     parser.add_argument("--nfe", type=int, nargs="+", default=[4, 8, 16, 32, 100])
-    parser.add_argument("--variants", nargs="+", default=["euler", "heun"], choices=sorted(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=["euler", "heun"], choices=sorted(VARIANTS))
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--test", type=Path, help="test split (default: the first model's data set's)")
     parser.add_argument("--oxidation-states", default="smact14")
@@ -134,6 +153,10 @@ def main() -> None:
     parser.add_argument("--fingerprints", type=Path,
                         help="the test split's fingerprints (screen/reference_fingerprints): adds COV-R/P per row")
     parser.add_argument("--threads", type=int, default=1, help="fingerprinting processes")
+    parser.add_argument("--grid-powers", type=float, nargs="+", default=[1.0],
+                        help="time grids t_k = 1 - (1 - k/N)^p of the few-step rows (1: uniform)")
+    parser.add_argument("--csp", type=int, default=0, help="structure predictions per row (DiffCSP match rate)")
+    parser.add_argument("--no-preset", action="store_true", help="leave out the preset's row")
     parser.add_argument("--preset-samples", type=Path,
                         help="results/{campaign}/samples: score the preset row on the campaign's samples, not anew")
     args = parser.parse_args()
@@ -145,18 +168,22 @@ def main() -> None:
     reference_fp = read_parquet(args.fingerprints) if args.fingerprints else None
     score = functools.partial(figures, test=test, oxidation_states=args.oxidation_states, reference_fp=reference_fp,
                               workers=args.threads)
+    csp = (test, args.csp) if args.csp else None
     rows = []
     for model in args.models:
         if args.preset_samples:
-            rows.append(campaign_row(config, args.results, model, args.preset_samples, score))
-        else:
-            rows.append(run(config, args.results, model, "", None, args.samples, args.out, score, config["seed"]))
-        print(rows[-1], flush=True)
+            rows.append(campaign_row(config, args.results, model, args.preset_samples, score, csp))
+            print(rows[-1], flush=True)
+        elif not args.no_preset:
+            rows.append(run(config, args.results, model, "", None, args.samples, args.out, score, config["seed"],
+                            csp=csp))
+            print(rows[-1], flush=True)
         for variant in args.variants:
             for nfe in args.nfe:
-                rows.append(run(config, args.results, model, variant, nfe, args.samples, args.out, score,
-                                config["seed"]))
-                print(rows[-1], flush=True)
+                for power in args.grid_powers:
+                    rows.append(run(config, args.results, model, variant, nfe, args.samples, args.out, score,
+                                    config["seed"], power, csp))
+                    print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "few_step.csv", index=False)
     print(json.dumps(hardware()))

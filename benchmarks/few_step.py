@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from curate_all import hardware  # noqa: E402
@@ -90,11 +91,13 @@ def match_figures(predicted: pd.DataFrame, test: pd.DataFrame) -> dict:
 
 
 def run(config: dict, results: Path, model: str, variant: str, nfe: int | None, samples: int, out: Path,
-        score, seed: int, grid_power: float = 1.0, csp: tuple[pd.DataFrame, int] | None = None) -> dict:
+        score, seed: int, grid_power: float = 1.0, csp: tuple[pd.DataFrame, int] | None = None,
+        overrides: dict | None = None) -> dict:
     entry = json.loads(json.dumps(config["models"][model]))
     sample = {**entry["sample"], "num_samples": samples, "shards": 1}
     if grid_power != 1.0:
         sample["grid_power"] = grid_power
+    sample.update(overrides or {})
     label = "preset"
     network, _ = load_model(results / f"models/{model}/last.ckpt")
     if nfe is not None:
@@ -109,7 +112,8 @@ def run(config: dict, results: Path, model: str, variant: str, nfe: int | None, 
         label = variant
     entry["sample"] = sample
     entry = cfg.validate({"models": {model: entry}, "active_models": [model]})["models"][model]
-    stem = f"{model}_{label}_{nfe or 'preset'}" + (f"_p{grid_power:g}" if grid_power != 1.0 else "")
+    stem = (f"{model}_{label}_{nfe or 'preset'}" + (f"_p{grid_power:g}" if grid_power != 1.0 else "")
+            + "".join(f"_{key}{value}" for key, value in (overrides or {}).items()))
     path = out / f"{stem}.parquet"
     checkpoint = results / f"models/{model}/last.ckpt"
     started = time.perf_counter()
@@ -118,7 +122,8 @@ def run(config: dict, results: Path, model: str, variant: str, nfe: int | None, 
     plan = SamplingPlan.of(entry["family"], entry["sample"])
     evaluations = network.sampler(plan).evaluations(plan.steps)
     return {"model": model, "sampler": label if nfe is not None else f"preset ({plan.sampler}, {plan.steps} steps)",
-            "grid power": grid_power, "NFE": evaluations, "structures/s": f"{summary['count'] / seconds:.1f}",
+            "grid power": grid_power, "settings": " ".join(f"{k}={v}" for k, v in (overrides or {}).items()),
+            "NFE": evaluations, "structures/s": f"{summary['count'] / seconds:.1f}",
             **score(read_table(path)),
             **(match_figures(sample_csp(checkpoint, csp[0], csp[1], out / f"{stem}_csp.parquet", seed,
                                         settings=entry, name=model), csp[0]) if csp else {})}
@@ -155,6 +160,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="fingerprinting processes")
     parser.add_argument("--grid-powers", type=float, nargs="+", default=[1.0],
                         help="time grids t_k = 1 - (1 - k/N)^p of the few-step rows (1: uniform)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="sample settings of the few-step rows, e.g. unmasking=confidence type_temperature=0.8")
     parser.add_argument("--csp", type=int, default=0, help="structure predictions per row (DiffCSP match rate)")
     parser.add_argument("--no-preset", action="store_true", help="leave out the preset's row")
     parser.add_argument("--preset-samples", type=Path,
@@ -169,6 +176,7 @@ def main() -> None:
     score = functools.partial(figures, test=test, oxidation_states=args.oxidation_states, reference_fp=reference_fp,
                               workers=args.threads)
     csp = (test, args.csp) if args.csp else None
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
     rows = []
     for model in args.models:
         if args.preset_samples:
@@ -182,7 +190,7 @@ def main() -> None:
             for nfe in args.nfe:
                 for power in args.grid_powers:
                     rows.append(run(config, args.results, model, variant, nfe, args.samples, args.out, score,
-                                    config["seed"], power, csp))
+                                    config["seed"], power, csp, overrides))
                     print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(args.out / "few_step.csv", index=False)

@@ -37,13 +37,9 @@ Project = Callable[[State], State]  # e.g. clamp the types for structure predict
 
 def time_grid(steps: int, power: float = 1.0) -> list[float]:
     """The N + 1 times t_0 = 0 < t_1 < ... < t_N = 1 of ``steps`` steps:
-    t_k = 1 - (1 - k / N)^power (power 1: k / N, computed as k * (1 / N) so that the
-    uniform grid is the one the samplers always used)."""
+    t_k = 1 - (1 - k / N)^power (power 1: k / N)."""
     if steps < 1 or power <= 0:
         raise ValueError("a time grid needs steps >= 1 and power > 0")
-    if power == 1.0:
-        dt = 1.0 / steps
-        return [k * dt for k in range(steps)] + [1.0]
     return [1.0 - (1.0 - k / steps) ** power for k in range(steps)] + [1.0]
 
 
@@ -83,11 +79,10 @@ class Sampler:
         project = project or (lambda s: s)
         grid = time_grid(steps, self.grid_power)
         preds = None
-        for k in range(steps):
-            t, dt = grid[k], grid[k + 1] - grid[k] if self.grid_power != 1.0 else 1.0 / steps
+        for k, (t, t_next) in enumerate(zip(grid, grid[1:])):
             preds = predict(state, t)
-            state = project(self.advance(state, preds, t, dt, k == steps - 1, predict, ctx, gen))
-            state = self.after_step(state, t + dt, predict, ctx, gen, project)
+            state = project(self.advance(state, preds, t, t_next - t, k == steps - 1, predict, ctx, gen))
+            state = self.after_step(state, t_next, predict, ctx, gen, project)
         return state, preds
 
 

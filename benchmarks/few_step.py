@@ -15,7 +15,7 @@ samples instead of drawing them again (no throughput then). Variant ``own`` is t
 preset's sampler (its corrector moves included) on a shorter grid.
 
 Each (model, sampler, NFE, grid power) samples ``--samples`` structures in one shard with
-the same seed; Euler and Euler-Maruyama take NFE steps, Heun (NFE + 1) / 2 steps;
+the same seed; Euler, DDIM and Euler-Maruyama take NFE steps, Heun (NFE + 1) / 2 steps;
 ``--grid-powers`` adds rows on non-uniform time grids (``sample.grid_power``). Run it
 alone: a second busy process slows torch many times over.
 """
@@ -51,6 +51,8 @@ VARIANTS = {
     "own": ({}, None),  # as many steps as nfe buys at the preset sampler's evaluations per step
     "euler": ({"sampler": "ode", "heun": False, "corrector_steps": 0}, lambda nfe, sample: nfe),
     "heun": ({"sampler": "ode", "heun": True, "corrector_steps": 0}, lambda nfe, sample: (nfe + 1) // 2),
+    # Euler with DDIM's deterministic step for the diffusion processes (sample.ddim).
+    "ddim": ({"sampler": "ode", "heun": False, "corrector_steps": 0, "ddim": True}, lambda nfe, sample: nfe),
     "sde": ({"sampler": "sde", "heun": False, "corrector_steps": 0}, lambda nfe, sample: nfe),
 }
 

@@ -109,7 +109,8 @@ class SamplingPlan:
     ``noise``); ``corrector_steps`` Langevin moves after each step for the processes that
     have a corrector (``step_lr`` their step size, None: the process's own); masked types
     are drawn at ``type_temperature`` and revealed in ``unmasking`` order; the steps
-    follow the time grid t_k = 1 - (1 - k / steps)^``grid_power`` (1: uniform)."""
+    follow the time grid t_k = 1 - (1 - k / steps)^``grid_power`` (1: uniform); ``ddim``
+    gives the diffusion processes DDIM's deterministic step under the ode sampler."""
 
     sampler: str
     steps: int
@@ -120,12 +121,15 @@ class SamplingPlan:
     type_temperature: float = 1.0
     unmasking: str = "random"
     grid_power: float = 1.0
+    ddim: bool = False
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler '{self.sampler}' (ode or sde)")
         if self.heun and self.sampler != "ode":
             raise ValueError("Heun's method is for sample.sampler: ode")
+        if self.ddim and self.sampler != "ode":
+            raise ValueError("DDIM's deterministic step is for sample.sampler: ode")
         if self.steps < 1 or self.corrector_steps < 0 or self.noise < 0:
             raise ValueError("sample.steps must be >= 1, corrector_steps and noise >= 0")
         if self.type_temperature <= 0:
@@ -148,4 +152,5 @@ class SamplingPlan:
                    step_lr=sample.get("step_lr"),
                    type_temperature=float(sample.get("type_temperature", 1.0)),
                    unmasking=sample.get("unmasking", "random"),
-                   grid_power=float(sample.get("grid_power", 1.0)))
+                   grid_power=float(sample.get("grid_power", 1.0)),
+                   ddim=bool(sample.get("ddim", False)))

@@ -41,13 +41,16 @@ class StepMode:
     """How a sampler asks a process to step: the deterministic (probability-flow) update
     or the stochastic one (Euler-Maruyama / exponential integrator), with the noise
     level ``noise`` where the process has a tunable one (interpolants); masked types are
-    drawn at ``temperature`` and revealed in ``unmasking`` order (random or confidence).
-    Sampling settings reach a process only this way, never as its state."""
+    drawn at ``temperature`` and revealed in ``unmasking`` order (random or confidence);
+    ``ddim`` gives the diffusion processes (DDPM, wrapped-normal VE) a deterministic
+    step in place of their ancestral one when ``stochastic`` is false. Sampling
+    settings reach a process only this way, never as its state."""
 
     stochastic: bool = False
     noise: float = 0.0
     temperature: float = 1.0
     unmasking: str = "random"
+    ddim: bool = False
 
 
 ODE = StepMode()
@@ -157,7 +160,10 @@ class VPDiffusion(Process):
     Sampling uses the posterior q(x_{s-ds} | x_s, x0) with x0 estimated from the
     predicted noise and clipped to +-``clip`` standard deviations of the standardised data
     (Ho et al. 2020, eqs. 6-7): exact for
-    any step size, and robust when the estimate is poor early in sampling.
+    any step size, and robust when the estimate is poor early in sampling. With
+    ``mode.ddim`` (and no ``mode.stochastic``) the step is DDIM's deterministic one
+    instead (Song, Meng & Ermon 2021, eq. 12 with eta = 0): the same clipped x0 and the
+    noise it implies, carried to the next noise level without fresh noise.
     """
 
     has_ode = False  # the ancestral step is the only one
@@ -175,6 +181,9 @@ class VPDiffusion(Process):
         alpha = ab_now / ab_next
         beta = 1 - alpha
         x0 = ((x - (1 - ab_now).sqrt() * pred) / ab_now.sqrt()).clamp(-self.clip, self.clip)
+        if mode.ddim and not mode.stochastic:
+            eps = (x - ab_now.sqrt() * x0) / (1 - ab_now).sqrt()
+            return ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
         mean = (ab_next.sqrt() * beta * x0 + alpha.sqrt() * (1 - ab_next) * x) / (1 - ab_now)
         variance = beta * (1 - ab_next) / (1 - ab_now)
         return mean + variance.clamp_min(0).sqrt() * randn_like(x, gen)
@@ -186,7 +195,10 @@ class WrappedNormalVE(Process):
     sigma(s) = sigma_min^(1-s) sigma_max^s; the network predicts sigma * score of the
     wrapped normal (order one at every noise level); predictor = reverse VE step,
     corrector = annealed Langevin (step_size * (sigma / sigma_min)^2, step_size 1e-5
-    by default as in DiffCSP).
+    by default as in DiffCSP). With ``mode.ddim`` (no ``mode.stochastic``) the
+    predictor is the probability-flow ODE dx/dsigma = -sigma score in one Euler step
+    in sigma (DDIM for VE; Karras et al. 2022, eq. 4): x + (sigma_now - sigma_next) pred,
+    since pred = sigma score is minus the noise where the wrapping is negligible.
     """
 
     has_ode = False
@@ -216,6 +228,8 @@ class WrappedNormalVE(Process):
 
     def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
         sigma_now, sigma_next = self.sigma(t), self.sigma((t + dt).clamp_max(1.0))
+        if mode.ddim and not mode.stochastic:
+            return wrap(x + (sigma_now - sigma_next) * pred)
         var = (sigma_now**2 - sigma_next**2).clamp_min(0)
         score = pred / sigma_now
         return wrap(x + var * score + var.sqrt() * randn_like(x, gen))

@@ -141,7 +141,7 @@ def build_sampler(plan: SamplingPlan, processes: dict[str, Process]) -> Sampler:
     gamma-free interpolant)."""
     stochastic = plan.sampler == "sde"
     mode = StepMode(stochastic=stochastic, noise=plan.noise if stochastic else 0.0,
-                    temperature=plan.type_temperature, unmasking=plan.unmasking)
+                    temperature=plan.type_temperature, unmasking=plan.unmasking, ddim=plan.ddim)
     if mode.stochastic:
         predictor: Sampler = EulerMaruyama(processes, mode, plan.grid_power)
     else:

@@ -124,14 +124,15 @@ def test_steering_overlays_are_valid_on_top_of_the_demo(overlay):
 
 
 def test_few_step_overlay_is_valid_on_top_of_the_quality_preset():
-    """config/few_step.yaml: diffusion and KLDM at their presets' 1,000 evaluations and at
-    16, sampled from the same weights, no retraining for the 16-evaluation sources."""
+    """config/few_step.yaml: diffusion, KLDM and flow at their presets' evaluations (1,000,
+    1,000, 100) and at 16, sampled from the same weights, no retraining for the
+    16-evaluation sources."""
     merged = {}
     for name in ("config.yaml", "quality.yaml", "few_step.yaml"):
         merged = cfg.deep_merge(merged, yaml.safe_load((REPO / "config" / name).read_text()))
     config = cfg.validate(merged)
-    assert config["active_models"] == ["diffusion", "kldm", "diffusion-16", "kldm-16"]
+    assert config["active_models"] == ["diffusion", "kldm", "flow", "diffusion-16", "kldm-16", "flow-16"]
     assert config["active_baselines"] == []
-    for model in ("diffusion-16", "kldm-16"):
+    for model in ("diffusion-16", "kldm-16", "flow-16"):
         assert config["models"][model]["weights_from"] == model.removesuffix("-16")
         assert config["models"][model]["sample"]["steps"] == 16

@@ -1,7 +1,6 @@
 """Time grids of the samplers: the grid itself, and a law with a known answer recovered
 by Euler on the exact velocity of straight-path flow matching on a non-uniform grid;
-DDIM's deterministic step of the diffusion processes on laws with known answers; masked
-types revealed on a grid of their own."""
+DDIM's deterministic step of the diffusion processes on laws with known answers."""
 
 import math
 
@@ -9,8 +8,8 @@ import pytest
 import torch
 
 from onnes.models.families import SamplingPlan
-from onnes.models.processes import Context, LinearFlow, Masking, StepMode, VPDiffusion, WrappedNormalVE, \
-    cosine_alpha_bar, signed_wrap, wrap
+from onnes.models.processes import Context, LinearFlow, StepMode, VPDiffusion, WrappedNormalVE, cosine_alpha_bar, \
+    signed_wrap, wrap
 from onnes.models.samplers import Euler, build_sampler, time_grid
 
 POINTS, WEIGHTS = torch.tensor([-1.0, 2.0], dtype=torch.float64), torch.tensor([0.3, 0.7], dtype=torch.float64)
@@ -147,29 +146,3 @@ def test_ddim_is_an_ode_sampler_option():
     assert not build_sampler(SamplingPlan.of("diffusion", {}), straight_paths()).mode.ddim
     with pytest.raises(ValueError, match="DDIM"):
         SamplingPlan.of("diffusion", {"ddim": True, "sampler": "sde"})
-
-
-@pytest.mark.parametrize("type_power, expected", [(None, lambda k, n: 1 - (1 - k / n) ** 2),
-                                                   (1.0, lambda k, n: k / n), (3.0, lambda k, n: 1 - (1 - k / n) ** 3)])
-def test_masked_types_reveal_on_their_own_grid(type_power, expected):
-    # Main grid p = 2; the types follow grid_power's grid unless type_grid_power q says
-    # otherwise: after step k of N the revealed share of the atoms is 1 - (1 - k / N)^q.
-    count, steps, kinds = 20000, 8, 4
-    processes = {**straight_paths(), "types": Masking(kinds)}
-    plan = SamplingPlan.of("flow", {"grid_power": 2, "type_grid_power": type_power})
-    sampler = build_sampler(plan, processes)
-    gen, ctx = torch.Generator().manual_seed(4), Context(torch.arange(count), count)
-    state = (torch.zeros(count, 1), torch.zeros(count, 3), torch.full((count,), kinds, dtype=torch.long))
-    revealed = []
-
-    def predict(current, t):
-        return torch.zeros(count, 1), torch.zeros(count, 3), torch.zeros(count, kinds)
-
-    def record(current):
-        revealed.append(float((current[2] != kinds).double().mean()))
-        return current
-
-    (_, _, types), _ = sampler.run(state, predict, steps, ctx, gen, project=record)
-    assert bool((types < kinds).all())  # every atom has a type at the end
-    for k, share in enumerate(revealed, start=1):
-        assert share == pytest.approx(expected(k, steps), abs=0.01)

@@ -110,9 +110,7 @@ class SamplingPlan:
     have a corrector (``step_lr`` their step size, None: the process's own); masked types
     are drawn at ``type_temperature`` and revealed in ``unmasking`` order; the steps
     follow the time grid t_k = 1 - (1 - k / steps)^``grid_power`` (1: uniform); ``ddim``
-    gives the diffusion processes DDIM's deterministic step under the ode sampler;
-    ``type_grid_power`` q (None: ``grid_power``) reveals the masked types on their own
-    grid 1 - (1 - k / steps)^q while the other modalities walk the main one."""
+    gives the diffusion processes DDIM's deterministic step under the ode sampler."""
 
     sampler: str
     steps: int
@@ -124,7 +122,6 @@ class SamplingPlan:
     unmasking: str = "random"
     grid_power: float = 1.0
     ddim: bool = False
-    type_grid_power: float | None = None
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -137,16 +134,10 @@ class SamplingPlan:
             raise ValueError("sample.steps must be >= 1, corrector_steps and noise >= 0")
         if self.type_temperature <= 0:
             raise ValueError("sample.type_temperature must be > 0")
-        if self.grid_power <= 0 or (self.type_grid_power is not None and self.type_grid_power <= 0):
-            raise ValueError("sample.grid_power and type_grid_power must be > 0")
+        if self.grid_power <= 0:
+            raise ValueError("sample.grid_power must be > 0")
         if self.unmasking not in UNMASKING_ORDERS:
             raise ValueError(f"unknown unmasking order '{self.unmasking}' (random or confidence)")
-
-    @property
-    def type_warp(self) -> float:
-        """r of the types' clock tau = 1 - (1 - t)^r that maps the main grid (power p)
-        onto the types' (power q): (1 - t)^(1/p) = 1 - k / N, so r = q / p."""
-        return 1.0 if self.type_grid_power is None else self.type_grid_power / self.grid_power
 
     @classmethod
     def of(cls, family_name: str, sample: Mapping[str, Any]) -> SamplingPlan:
@@ -162,6 +153,4 @@ class SamplingPlan:
                    type_temperature=float(sample.get("type_temperature", 1.0)),
                    unmasking=sample.get("unmasking", "random"),
                    grid_power=float(sample.get("grid_power", 1.0)),
-                   ddim=bool(sample.get("ddim", False)),
-                   type_grid_power=None if sample.get("type_grid_power") is None
-                   else float(sample["type_grid_power"]))
+                   ddim=bool(sample.get("ddim", False)))

@@ -43,17 +43,14 @@ class StepMode:
     level ``noise`` where the process has a tunable one (interpolants); masked types are
     drawn at ``temperature`` and revealed in ``unmasking`` order (random or confidence);
     ``ddim`` gives the diffusion processes (DDPM, wrapped-normal VE) a deterministic
-    step in place of their ancestral one when ``stochastic`` is false; ``type_warp`` r
-    reveals masked types on their own clock tau = 1 - (1 - t)^r (1: tau = t), which is
-    how a sampler gives the types a time grid of their own. Sampling settings reach a
-    process only this way, never as its state."""
+    step in place of their ancestral one when ``stochastic`` is false. Sampling
+    settings reach a process only this way, never as its state."""
 
     stochastic: bool = False
     noise: float = 0.0
     temperature: float = 1.0
     unmasking: str = "random"
     ddim: bool = False
-    type_warp: float = 1.0
 
 
 ODE = StepMode()
@@ -566,9 +563,7 @@ class Masking(Process):
     predicts logits of the clean type; unmasking while sampling draws from them.
 
     Sampling knobs (no retraining, from the sampler's ``StepMode``): ``temperature``
-    divides the logits before a type is drawn; ``type_warp`` r reveals on the clock
-    tau = 1 - (1 - t)^r (a step from t to t' reveals 1 - ((1 - t') / (1 - t))^r of the
-    masked atoms); ``unmasking`` picks which masked atoms
+    divides the logits before a type is drawn; ``unmasking`` picks which masked atoms
     are revealed at a step: ``random`` (each
     with probability dt / (1 - t), the exact reverse process) or ``confidence`` (the same
     expected number per crystal, taken where the network is most certain: MaskGIT, Chang
@@ -596,11 +591,7 @@ class Masking(Process):
     def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
         t_next = (t + dt).squeeze(-1)
         masked = x == self.mask
-        if mode.type_warp == 1.0:
-            p_unmask = (dt.squeeze(-1) / (1 - t.squeeze(-1)).clamp_min(1e-6)).clamp(0, 1)
-        else:  # the share of the still masked atoms that the types' own clock reveals
-            left_now, left_next = (1 - t.squeeze(-1)) ** mode.type_warp, (1 - t_next).clamp_min(0) ** mode.type_warp
-            p_unmask = (1 - left_next / left_now.clamp_min(1e-6)).clamp(0, 1)
+        p_unmask = (dt.squeeze(-1) / (1 - t.squeeze(-1)).clamp_min(1e-6)).clamp(0, 1)
         p_unmask = torch.where(t_next >= 1 - 1e-6, torch.ones_like(p_unmask), p_unmask)
         probs = torch.softmax(pred.float() / mode.temperature, -1)
         drawn = torch.multinomial(probs, 1, generator=gen).squeeze(-1)

@@ -19,8 +19,6 @@ no sampling setting can make a model fail to build or train.
 Every sampler walks the same time grid, uniform by default; ``grid_power`` p > 1 takes
 shorter steps toward the data end, t_k = 1 - (1 - k / N)^p (the polynomial schedules of
 Karras et al. 2022, sec. 3, written in the processes' time), p < 1 toward the prior.
-``type_grid_power`` q lets the masked types reveal on a grid of their own while the
-network and the other modalities walk the main one (the types' clock, ``StepMode``).
 """
 
 from __future__ import annotations
@@ -143,8 +141,7 @@ def build_sampler(plan: SamplingPlan, processes: dict[str, Process]) -> Sampler:
     gamma-free interpolant)."""
     stochastic = plan.sampler == "sde"
     mode = StepMode(stochastic=stochastic, noise=plan.noise if stochastic else 0.0,
-                    temperature=plan.type_temperature, unmasking=plan.unmasking, ddim=plan.ddim,
-                    type_warp=plan.type_warp)
+                    temperature=plan.type_temperature, unmasking=plan.unmasking, ddim=plan.ddim)
     if mode.stochastic:
         predictor: Sampler = EulerMaruyama(processes, mode, plan.grid_power)
     else:

@@ -87,7 +87,10 @@ DDIM = StepMode(ddim=True)
 
 def vp_ddim(x: torch.Tensor, noise_of, steps: int) -> torch.Tensor:
     """Walk a DDPM's deterministic (DDIM) steps from x at t = 0 with the noise predictor
-    noise_of(x, alpha_bar); no generator, so a stray random draw would fail."""
+    noise_of(x, alpha_bar); no generator, so a stray random draw would fail. The loop is
+    the process's own, not Sampler.run's, because Sampler.run hands steps float32 times
+    and predictions, and the exactness checked here needs float64 (alpha_bar starts at
+    1e-5)."""
     process, ctx = VPDiffusion(clip=10.0), Context(torch.arange(len(x)), len(x))
     for t, t_next in zip(time_grid(steps), time_grid(steps)[1:]):
         tt = torch.full((len(x), 1), t, dtype=x.dtype)

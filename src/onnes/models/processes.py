@@ -178,12 +178,12 @@ class VPDiffusion(Process):
 
     def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
         ab_now, ab_next = cosine_alpha_bar(1 - t), cosine_alpha_bar((1 - t - dt).clamp_min(0))
-        alpha = ab_now / ab_next
-        beta = 1 - alpha
         x0 = ((x - (1 - ab_now).sqrt() * pred) / ab_now.sqrt()).clamp(-self.clip, self.clip)
         if mode.ddim and not mode.stochastic:
             eps = (x - ab_now.sqrt() * x0) / (1 - ab_now).sqrt()
             return ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
+        alpha = ab_now / ab_next
+        beta = 1 - alpha
         mean = (ab_next.sqrt() * beta * x0 + alpha.sqrt() * (1 - ab_next) * x) / (1 - ab_now)
         variance = beta * (1 - ab_next) / (1 - ab_now)
         return mean + variance.clamp_min(0).sqrt() * randn_like(x, gen)

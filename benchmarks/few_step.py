@@ -37,6 +37,7 @@ from curate_all import hardware  # noqa: E402
 
 from onnes import config as cfg  # noqa: E402
 from onnes.crystals import read_table  # noqa: E402
+from onnes.graph import CampaignGraph  # noqa: E402
 from onnes.models.families import SamplingPlan  # noqa: E402
 from onnes.sampling import load_model, sample_csp, sample_shard  # noqa: E402
 from onnes.screen.funnel import wilson_interval  # noqa: E402
@@ -92,6 +93,12 @@ def match_figures(predicted: pd.DataFrame, test: pd.DataFrame) -> dict:
     return {"CSP match": rate(matched, match["csp_count"]), "CSP RMSE": rmse}
 
 
+def linked_entries(config: dict, model: str) -> dict:
+    """A copy of the model's entry and of every entry it links to (a distilled model's
+    source), so that it validates on its own."""
+    return json.loads(json.dumps(CampaignGraph(config).linked_entries(model)))
+
+
 def run(config: dict, results: Path, model: str, variant: str, nfe: int | None, samples: int, out: Path,
         score, seed: int, grid_power: float = 1.0, csp: tuple[pd.DataFrame, int] | None = None,
         overrides: dict | None = None) -> dict:
@@ -113,7 +120,8 @@ def run(config: dict, results: Path, model: str, variant: str, nfe: int | None, 
         sample["steps"] = steps
         label = variant
     entry["sample"] = sample
-    entry = cfg.validate({"models": {model: entry}, "active_models": [model]})["models"][model]
+    entry = cfg.validate({"models": {**linked_entries(config, model), model: entry},
+                          "active_models": [model]})["models"][model]
     stem = (f"{model}_{label}_{nfe or 'preset'}" + (f"_p{grid_power:g}" if grid_power != 1.0 else "")
             + "".join(f"_{key}{value}" for key, value in (overrides or {}).items()))
     path = out / f"{stem}.parquet"
@@ -136,8 +144,7 @@ def campaign_row(config: dict, results: Path, model: str, samples: Path, score,
     """The preset's row from the campaign's own samples (``samples/{model}/samples.parquet``),
     instead of sampling the preset again; no throughput. CSP (``csp``) from the campaign's
     ``samples/{model}/csp.parquet``."""
-    entry = cfg.validate({"models": {model: json.loads(json.dumps(config["models"][model]))},
-                          "active_models": [model]})["models"][model]
+    entry = cfg.validate({"models": linked_entries(config, model), "active_models": [model]})["models"][model]
     plan = SamplingPlan.of(entry["family"], entry["sample"])
     network, _ = load_model(results / f"models/{model}/last.ckpt")
     return {"model": model, "sampler": f"preset ({plan.sampler}, {plan.steps} steps; campaign samples)",

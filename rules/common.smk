@@ -233,6 +233,23 @@ def base_checkpoint(wildcards):
     return {"base": f"{RESULTS}/models/{base}/last.ckpt"} if base else {}
 
 
+def distill_source_checkpoint(wildcards):
+    """The teacher checkpoint whose ODE draws a distilled model's reflow pairs."""
+    return f"{RESULTS}/models/{GRAPH.distill_source(wildcards.model)}/last.ckpt"
+
+
+def teacher_sampling(wildcards):
+    """The sample block of a distilled model's teacher (threads and device of its pairs)."""
+    return config["models"][GRAPH.distill_source(wildcards.model)]["sample"]
+
+
+def reflow_pairs(wildcards):
+    """A distilled model's reflow pairs, as a named input (or nothing)."""
+    if GRAPH.distill_source(wildcards.model):
+        return {"pairs": f"{RESULTS}/models/{wildcards.model}/reflow_pairs.pt"}
+    return {}
+
+
 def model_targets():
     return expand(
         f"{RESULTS}/screen/{{model}}/{{name}}",

@@ -73,3 +73,31 @@ rule sample_csp:
     shell:
         "onnes sample csp --checkpoint {input.checkpoint:q} --reference {input.reference:q}"
         " --model {wildcards.model} --out {output:q} --settings {params.settings} > {log:q} 2>&1"
+
+
+# Reflow (models.<name>.distill): the teacher's ODE samples, each with its prior draw,
+# sampled with the teacher's own threads and device.
+rule reflow_pairs:
+    input:
+        distill_source_checkpoint,
+    output:
+        f"{RESULTS}/models/{{model}}/reflow_pairs.pt",
+    log:
+        f"{RESULTS}/logs/sample/{{model}}_reflow_pairs.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sample/{{model}}_reflow_pairs.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: lambda wildcards: teacher_sampling(wildcards)["threads"]
+    resources:
+        **rule_resources(
+            "reflow_pairs",
+            gpu=lambda wildcards: int(teacher_sampling(wildcards)["device"] == "cuda"),
+            mem_mb=8000,
+            runtime=240,
+        ),
+    params:
+        settings=settings_of("reflow_pairs"),
+    shell:
+        "onnes sample pairs --checkpoint {input:q} --model {wildcards.model} --out {output:q}"
+        " --settings {params.settings} > {log:q} 2>&1"

@@ -4,6 +4,7 @@
 rule train_model:
     input:
         unpack(base_checkpoint),
+        unpack(reflow_pairs),
         train=training_split("train"),
         val=training_split("val"),
     output:
@@ -40,6 +41,9 @@ rule train_model:
         base=lambda wildcards, input: (
             f"--base {shlex.quote(input.base)}" if "base" in input.keys() else ""
         ),
+        pairs=lambda wildcards, input: (
+            f"--pairs {shlex.quote(input.pairs)}" if "pairs" in input.keys() else ""
+        ),
     shell:
         "{params.launcher} onnes train --model {wildcards.model} --train {input.train:q} --val {input.val:q}"
-        " --out-dir {params.out_dir:q} {params.base} --settings {params.settings} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} {params.base} {params.pairs} --settings {params.settings} > {log:q} 2>&1"

@@ -126,13 +126,18 @@ def test_steering_overlays_are_valid_on_top_of_the_demo(overlay):
 def test_few_step_overlay_is_valid_on_top_of_the_quality_preset():
     """config/few_step.yaml: diffusion, KLDM and flow at their presets' evaluations (1,000,
     1,000, 100) and at 16, sampled from the same weights, no retraining for the
-    16-evaluation sources."""
+    16-evaluation sources; and flow reflowed, at 16."""
     merged = {}
     for name in ("config.yaml", "quality.yaml", "few_step.yaml"):
         merged = cfg.deep_merge(merged, yaml.safe_load((REPO / "config" / name).read_text()))
     config = cfg.validate(merged)
-    assert config["active_models"] == ["diffusion", "kldm", "flow", "diffusion-16", "kldm-16", "flow-16"]
+    assert config["active_models"] == ["diffusion", "kldm", "flow", "diffusion-16", "kldm-16", "flow-16",
+                                       "flow-reflow"]
     assert config["active_baselines"] == []
     for model in ("diffusion-16", "kldm-16", "flow-16"):
         assert config["models"][model]["weights_from"] == model.removesuffix("-16")
         assert config["models"][model]["sample"]["steps"] == 16
+    # flow distilled by reflow, sampled at 16 steps
+    reflowed = config["models"]["flow-reflow"]
+    assert reflowed["distill"]["source"] == "flow" and reflowed["sample"]["steps"] == 16
+    assert CampaignGraph(config).base_of("flow-reflow") == "flow"

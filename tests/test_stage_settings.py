@@ -42,17 +42,30 @@ USER_RULES = {"import_dataset", "import_candidates"}  # only with data.custom an
 COMBINED_RULES = {"combine_datasets"}  # only when a trained model uses data.combined (config.yaml)
 
 
-@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/demo.yaml", "user"])
+DISTILL_RULES = {"reflow_pairs"}  # only with a distilled model (models.<name>.distill)
+# The demo with a reflow model of its flow: a second config file, which snakemake merges
+# into the first (--config would pass the numbers as strings).
+DISTILLED = ("models:\n  flow-reflow:\n    family: flow\n    distill: {source: flow, pairs: 8}\n"
+             "active_models: [flow, flow-reflow]\n")
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/demo.yaml", "user", "distilled"])
 def test_every_rule_settings_are_the_stage_slice(tmp_path, configfile):
+    extra = ()
     if configfile == "user":  # the demo with a user data set and a user candidate source
         configfile = user_campaign(REPO / "config/demo.yaml", tmp_path)
-    jobs = dry_run_jobs("-d", str(tmp_path), "--configfile", str(REPO / configfile))
+    elif configfile == "distilled":
+        (tmp_path / "distilled.yaml").write_text(DISTILLED)
+        configfile, extra = "config/demo.yaml", (str(tmp_path / "distilled.yaml"),)
+    jobs = dry_run_jobs("-d", str(tmp_path), "--configfile", str(REPO / configfile), *extra)
     # The report receives the whole validated config: the reference for every slice.
     (config,) = [settings for rule, _, settings in jobs if rule == "campaign_report"]
     assert config == cfg.validate(json.loads(json.dumps(config)))
     with_settings = {rule for rule, _, settings in jobs if settings is not None}
+    graph = CampaignGraph(config)
     expected = set(SLICES) - (set() if config["candidates"] else USER_RULES) - (
-        set() if CampaignGraph(config).used_combined() else COMBINED_RULES)
+        set() if graph.used_combined() else COMBINED_RULES) - (
+        set() if any(graph.distill_source(m) for m in graph.active) else DISTILL_RULES)
     assert with_settings == expected, "a rule passes --settings without a slice, or a slice has no rule"
     for rule, wildcards, settings in jobs:
         if settings is not None:
@@ -64,13 +77,14 @@ def test_slices_pass_validation_and_keep_their_values(tmp_path):
     """A slice is a valid config on its own, and parsing it changes none of the values it
     carries (nothing is filled in: a stage reads what its rule passed)."""
     config = cfg.load(user_campaign(REPO / "config/demo.yaml", tmp_path),
-                      {"data": {"combined": {"general": {"datasets": ["mp20", "mine"]}}}})
+                      {"data": {"combined": {"general": {"datasets": ["mp20", "mine"]}}},
+                       "models": {"flow-reflow": {"family": "flow", "distill": {"source": "flow"}}}})
     wildcards = {"curate_dataset": {"dataset": "mp20"}, "split_dataset": {"dataset": "mine"},
                  "combine_datasets": {"dataset": "general"},
                  "train_model": {"model": "flow-tc-adapter"}, "sample_shard": {"model": "flow", "shard": "0"},
                  "sample_csp": {"model": "flow"}, "sample_baseline": {"model": "pyxtal"},
                  "import_dataset": {"dataset": "mine"}, "import_candidates": {"model": "collab"},
-                 "reward_set": {"model": "flow-tc-reward"}}
+                 "reward_set": {"model": "flow-tc-reward"}, "reflow_pairs": {"model": "flow-reflow"}}
 
     def contained(part, whole):
         if isinstance(part, dict):

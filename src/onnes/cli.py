@@ -262,7 +262,7 @@ def _train(args: argparse.Namespace) -> None:
 
     config = _load_config(args)
     result = train(_model_settings(config, args.model), args.model, args.train, args.val, args.out_dir,
-                   config["seed"], max_steps=args.max_steps, base_checkpoint=args.base)
+                   config["seed"], max_steps=args.max_steps, base_checkpoint=args.base, pairs_path=args.pairs)
     log.info("%s: trained to step %d", args.model, result["step"])
 
 
@@ -290,6 +290,20 @@ def _sample_csp(args: argparse.Namespace) -> None:
     table = sample_csp(args.checkpoint, read_table(args.reference), config["screen"]["metrics"]["csp_structures"],
                        args.out, config["seed"], _model_settings(config, args.model), name=args.model)
     log.info("structure prediction: %d structures", len(table))
+
+
+def _sample_pairs(args: argparse.Namespace) -> None:
+    from onnes.sampling import sample_pairs
+
+    config = _load_config(args)
+    entry = _model_settings(config, args.model)
+    source = entry["distill"]["source"]
+    if not source:
+        raise cfg.ConfigError(f"config key 'models.{args.model}.distill.source' is not set: nothing to pair")
+    summary = sample_pairs(args.checkpoint, args.out, config["seed"], _model_settings(config, source),
+                           entry["distill"], args.model)
+    log.info("%s: %d reflow pairs from %s's ODE (%d steps) in %.0f s", args.model, summary["pairs"], source,
+             summary["teacher_steps"], summary["seconds"])
 
 
 # -- tc ---------------------------------------------------------------------------------
@@ -606,7 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val", type=Path, required=True, help="val.parquet")
     train.add_argument("--out-dir", type=Path, required=True)
     train.add_argument("--max-steps", type=int, help="stop early with resumable state (testing)")
-    train.add_argument("--base", type=Path, help="pretrained checkpoint of adapter.base or reward.source")
+    train.add_argument("--base", type=Path, help="pretrained checkpoint of adapter.base, reward.source or "
+                       "distill.source")
+    train.add_argument("--pairs", type=Path, help="reflow pairs of distill.source (onnes sample pairs)")
     _add_config_options(train)
     train.set_defaults(func=_train)
 
@@ -631,6 +647,13 @@ def build_parser() -> argparse.ArgumentParser:
     csp.add_argument("--out", type=Path, required=True)
     _add_config_options(csp)
     csp.set_defaults(func=_sample_csp)
+    pairs = sample_actions.add_parser("pairs", help="reflow pairs: the distill.source's ODE samples with their "
+                                      "prior draws")
+    pairs.add_argument("--checkpoint", type=Path, required=True, help="the source's last.ckpt")
+    pairs.add_argument("--model", required=True, help="the distilled model (its distill block says how many)")
+    pairs.add_argument("--out", type=Path, required=True, help="pairs.pt")
+    _add_config_options(pairs)
+    pairs.set_defaults(func=_sample_pairs)
 
     baseline = stages.add_parser("baseline", help="sample a baseline (pyxtal, substitution)")
     baseline.add_argument("name", choices=["pyxtal", "substitution"])

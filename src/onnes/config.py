@@ -137,6 +137,7 @@ def check_semantics(config: dict[str, Any], whole: bool = True, samplers: bool =
         if entry["adapter"]["base"] and not entry["conditioning"]["columns"]:
             raise ConfigError(f"config key 'models.{name}.adapter': adapters need conditioning.columns")
         _check_reward(config, name, entry, whole)
+        _check_distill(config, name, entry, samplers)
         target = entry["sample"]["target"]
         if target is not None and len(target) != len(entry["conditioning"]["columns"]):
             raise ConfigError(f"config key 'models.{name}.sample.target': one value per conditioning column "
@@ -213,6 +214,39 @@ def _check_reward(config: dict[str, Any], name: str, entry: dict[str, Any], whol
                               f"tc.predictor.thresholds are {thresholds}")
         if samples not in (config["active_models"] or list(models)):
             raise ConfigError(f"{key}.samples: '{samples}' is not among active_models; its samples are needed")
+
+
+def _check_distill(config: dict[str, Any], name: str, entry: dict[str, Any], processes: bool) -> None:
+    """A distilled model (distill.source) starts from its teacher's weights and trains on
+    paths from the teacher's prior draws: same family, no conditioning or other links of
+    its own, a teacher sampled by its ODE, and (``processes``, torch) processes that
+    take a paired base point."""
+    source = entry["distill"]["source"]
+    if source is None:
+        return
+    key = f"config key 'models.{name}.distill'"
+    teacher = config["models"][source]
+    if entry["adapter"]["base"] or entry["weights_from"] or entry["reward"]["source"] \
+            or entry["conditioning"]["columns"]:
+        raise ConfigError(f"{key}: a distilled model takes its architecture from its source (no adapter.base, "
+                          "weights_from, reward.source or conditioning.columns of its own)")
+    if teacher["family"] != entry["family"]:
+        raise ConfigError(f"{key}: source '{source}' is a {teacher['family']} model; this one says {entry['family']}")
+    if teacher["conditioning"]["columns"] or teacher["adapter"]["base"] or teacher["reward"]["source"]:
+        raise ConfigError(f"{key}: source '{source}' must be an unconditional model trained on data")
+    from onnes.models.families import SamplingPlan
+
+    if SamplingPlan.of(teacher["family"], teacher["sample"]).sampler != "ode":
+        raise ConfigError(f"{key}: reflow pairs come from the source's ODE; set models.{source}.sample.sampler: ode")
+    if processes:
+        from onnes.models.model import build_processes
+
+        built = build_processes(teacher, num_types=2)
+        fixed = [m for m in ("lattice", "frac") if not built[m].couples]
+        verb = "process takes" if len(fixed) == 1 else "processes take"
+        if fixed:
+            raise ConfigError(f"{key}: the {teacher['family']} family's {' and '.join(fixed)} {verb} no "
+                              "paired base point; reflow needs the flow family's processes")
 
 
 def dataset_settings(data: dict[str, Any], name: str) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A model entry can point at other models: ``weights_from`` (sample another model's
 checkpoint under its own name, e.g. unguided), ``adapter.base`` (train adapters on a
 frozen pretrained model), ``reward.source`` (fine-tune that model's weights) and
-``reward.samples`` (the model whose screened samples the reward weighs). The workflow's
+``reward.samples`` (the model whose screened samples the reward weighs) and
+``distill.source`` (train a few-step model on that model's reflow pairs). The workflow's
 input functions, the config checks and each job's settings slice all follow these links;
 they ask :class:`CampaignGraph`, the one place that walks them. It also answers which
 data sets play which role (the strict-novelty reference, the hull's extra entries, the
@@ -52,10 +53,14 @@ class CampaignGraph:
         return self.models[name]["weights_from"] or name
 
     def base_of(self, name: str) -> str | None:
-        """The pretrained model a training starts from: an adapter's base or a reward
-        fine-tune's source."""
+        """The pretrained model a training starts from: an adapter's base, a reward
+        fine-tune's source or a distilled model's teacher."""
         entry = self.models[name]
-        return entry["adapter"]["base"] or entry["reward"]["source"]
+        return entry["adapter"]["base"] or entry["reward"]["source"] or self.distill_source(name)
+
+    def distill_source(self, name: str) -> str | None:
+        """The teacher whose reflow pairs ``name`` trains on (None: not distilled)."""
+        return self.models[name]["distill"]["source"]
 
     def is_reward_finetune(self, name: str) -> bool:
         """Whether ``name`` trains on its source's rewarded samples, not on a data set."""
@@ -70,7 +75,8 @@ class CampaignGraph:
     def references(entry: dict[str, Any]) -> dict[str, str | None]:
         """The model names an entry points at, by config key."""
         return {"adapter.base": entry["adapter"]["base"], "weights_from": entry["weights_from"],
-                "reward.source": entry["reward"]["source"], "reward.samples": entry["reward"]["samples"]}
+                "reward.source": entry["reward"]["source"], "reward.samples": entry["reward"]["samples"],
+                "distill.source": entry["distill"]["source"]}
 
     def linked_entries(self, name: str) -> dict[str, dict[str, Any]]:
         """A model's entry plus every entry it points at, transitively: the whole
@@ -91,7 +97,7 @@ class CampaignGraph:
             if name in self.models:
                 entry = self.models[name]
                 trained |= {ref for ref in (entry["weights_from"], entry["adapter"]["base"],
-                                            entry["reward"]["source"]) if ref}
+                                            entry["reward"]["source"], entry["distill"]["source"]) if ref}
                 trained |= {self.models[ref]["adapter"]["base"] for ref in list(trained)
                             if ref in self.models and self.models[ref]["adapter"]["base"]}
         return trained & set(self.models)

@@ -123,6 +123,30 @@ def sample_shard(model_path: str | Path, shard: int, out_path: str | Path, seed:
     return {"count": count, "seconds": seconds, "structures_per_s": rate, "steps": plan.steps}
 
 
+def sample_pairs(model_path: str | Path, out_path: str | Path, seed: int, source_settings: dict,
+                 distill: dict, name: str) -> dict:
+    """Reflow's training pairs for model ``name`` (``distill``: its config entry's
+    ``distill`` block): ``distill['pairs']`` crystals the source checkpoint's ODE draws
+    (``source_settings``: the source's config entry; ``teacher_steps`` steps, default
+    the source's own), each with the prior point it came from (``onnes.train.reflow``)."""
+    from onnes.train.reflow import make_pairs
+
+    sample_cfg = source_settings["sample"]
+    device = _resolve_device(sample_cfg.get("device", "auto"))
+    model, state = load_model(model_path, device)
+    torch.set_num_threads(sample_cfg["threads"])
+    teacher = {**sample_cfg, "steps": distill["teacher_steps"] or sample_cfg["steps"]}
+    _, plan = sampling_of(model, {"sample": teacher})
+    pair_seed = derive_seed(seed, name, "reflow-pairs")
+    num_atoms = draw_num_atoms(state["num_atoms_histogram"], distill["pairs"], np.random.default_rng(pair_seed))
+    gen = torch.Generator(device=device).manual_seed(pair_seed)
+    started = time.perf_counter()
+    pairs = make_pairs(model, plan, num_atoms, sample_cfg["batch_size"], gen, device, f"reflow pairs {name}")
+    seconds = time.perf_counter() - started
+    pairs.save(out_path)
+    return {"pairs": len(pairs), "seconds": seconds, "teacher_steps": plan.steps}
+
+
 def allowed_type_mask(symbols: list[str] | None, vocabulary: Vocabulary, device) -> torch.Tensor | None:
     """(num_types,) bool mask of the elements sampling may use; None for all."""
     if not symbols:

@@ -70,6 +70,16 @@ def _train(config: Config, model: str) -> Config:
             "models": {name: {k: v for k, v in entry.items() if k != "sample"} for name, entry in entries.items()}}
 
 
+def _reflow_pairs(config: Config, model: str) -> Config:
+    """What a distilled model's pairs depend on: its distill block (architecture and
+    family, read to check them) and its teacher's whole entry, sampling included; not
+    the distilled model's own training or sampling settings."""
+    entry = config["models"][model]
+    source = entry["distill"]["source"]
+    own = {k: v for k, v in entry.items() if k not in ("sample", "train")}
+    return {"seed": config["seed"], "models": {model: own, source: config["models"][source]}}
+
+
 def _csp(config: Config, model: str) -> Config:
     return {**_model(config, model), "screen": {"metrics": config["screen"]["metrics"]}}
 
@@ -116,6 +126,7 @@ SLICES: dict[str, Callable[..., Config]] = {
     "train_model": lambda c, model: _train(c, model),
     "sample_shard": lambda c, model, shard=None: _model(c, model),
     "sample_csp": lambda c, model: _csp(c, model),
+    "reflow_pairs": lambda c, model: _reflow_pairs(c, model),
     "sample_baseline": lambda c, model: _baseline(c, model),
     "screen_match": _screen(_MATCH_KEYS),
     "relax_shard": _screen(relax_keys=None),

@@ -35,6 +35,25 @@ class CrystalBatch:
         return replace(self, **moved)
 
 
+@dataclass
+class Coupling:
+    """The base point of each training path, paired with its endpoint instead of drawn
+    independently of it (reflow's teacher pairs, Liu et al. 2023): ``lattice0`` (B, 6)
+    and ``frac0`` (N, 3) are the prior draws a teacher integrated into the batch's
+    crystals, ``types0`` (N, K) the continuous types' draw (None for masked types, which
+    keep their own corruption), ``lattice1`` (B, 6) the teacher's endpoint in the model's
+    standardised lattice parameters (taken as is, not re-encoded from the matrix)."""
+
+    lattice0: torch.Tensor
+    frac0: torch.Tensor
+    lattice1: torch.Tensor
+    types0: torch.Tensor | None = None
+
+    def to(self, device) -> "Coupling":
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return replace(self, **moved)
+
+
 def crystal_index(num_atoms: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(num_atoms), device=num_atoms.device), num_atoms)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onnes.models.batch import CrystalBatch, crystal_index
+from onnes.models.batch import Coupling, CrystalBatch, crystal_index
 from onnes.models.denoiser import Denoiser, DenoiserSpec
 from onnes.models.elements import element_features
 from onnes.models.lattice import LatticeNormalizer, matrix_from_params, params_from_matrix
@@ -105,15 +105,33 @@ class GenerativeModel(nn.Module):
         return self.denoiser(self._types_input(types_t), frac_t[:, :3], lattice_t, t, num_atoms, crystal, cond,
                              drop, aux)
 
-    def loss(self, batch: CrystalBatch, gen: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    def loss(self, batch: CrystalBatch, gen: torch.Generator | None = None,
+             coupling: Coupling | None = None) -> tuple[torch.Tensor, dict]:
+        """The denoising/regression loss at random times. With ``coupling`` (reflow), each
+        modality whose process couples starts its path at the given base point (rows of
+        NaN, crystals of the data set mixed in, draw theirs); masked types keep their own
+        corruption of the batch's types."""
         device = batch.frac.device
         ctx = Context(batch.crystal, batch.num_crystals)
         t = T_EPS + (1 - 2 * T_EPS) * torch.rand(batch.num_crystals, 1, generator=gen, device=device)
         t_atoms = t[batch.crystal]
-        lattice1 = self.normalizer.encode(params_from_matrix(batch.lattice, batch.num_atoms))
-        lattice_t, lattice_target = self.processes["lattice"].corrupt(lattice1, t, ctx, gen)
-        frac_t, frac_target = self.processes["frac"].corrupt(batch.frac, t_atoms, ctx, gen)
-        types_t, types_target = self.processes["types"].corrupt(self._clean_types(batch.types), t_atoms, ctx, gen)
+        base = {m: {} for m in MODALITIES}
+        if coupling is None:
+            lattice1 = self.normalizer.encode(params_from_matrix(batch.lattice, batch.num_atoms))
+        else:
+            self.check_couples()
+            lattice1 = coupling.lattice1
+            unpaired = torch.isnan(lattice1)  # rows of data, not of pairs: their own lattice
+            if unpaired.any():
+                lattice1 = torch.where(unpaired, self.normalizer.encode(params_from_matrix(batch.lattice,
+                                                                                           batch.num_atoms)), lattice1)
+            base["lattice"], base["frac"] = {"x0": coupling.lattice0}, {"x0": coupling.frac0}
+            if coupling.types0 is not None and self.processes["types"].couples:
+                base["types"] = {"x0": coupling.types0}
+        lattice_t, lattice_target = self.processes["lattice"].corrupt(lattice1, t, ctx, gen, **base["lattice"])
+        frac_t, frac_target = self.processes["frac"].corrupt(batch.frac, t_atoms, ctx, gen, **base["frac"])
+        types_t, types_target = self.processes["types"].corrupt(self._clean_types(batch.types), t_atoms, ctx, gen,
+                                                                **base["types"])
         drop = None
         if batch.cond is not None and self.p_uncond > 0:
             drop = torch.rand(batch.num_crystals, generator=gen, device=device) < self.p_uncond
@@ -126,9 +144,19 @@ class GenerativeModel(nn.Module):
         total = sum(self.loss_weights[m] * parts[m] for m in MODALITIES)
         return total, {f"loss_{m}": float(v.detach()) for m, v in parts.items()}
 
-    def forward(self, batch: CrystalBatch, gen: torch.Generator | None = None):
+    def forward(self, batch: CrystalBatch, gen: torch.Generator | None = None, coupling: Coupling | None = None):
         """The training loss (``forward`` so DistributedDataParallel syncs gradients)."""
-        return self.loss(batch, gen)
+        return self.loss(batch, gen, coupling)
+
+    def check_couples(self) -> None:
+        """Raise unless the lattice and coordinate processes take given base points
+        (reflow straightens the paths of a flow; a diffusion has no base point to pair)."""
+        for modality in ("lattice", "frac"):
+            process = self.processes[modality]
+            if not process.couples:
+                raise ValueError(f"{self.settings['family']} model: its {modality} process "
+                                 f"({type(process).__name__}) takes no paired base point; reflow needs the "
+                                 "flow family's processes")
 
     def _predict(self, state, t, num_atoms, crystal, cond, guidance):
         t_vec = torch.full((len(num_atoms),), float(t), device=num_atoms.device)
@@ -163,6 +191,7 @@ class GenerativeModel(nn.Module):
         guidance: float = 1.0,
         fixed_types: torch.Tensor | None = None,
         allowed_types: torch.Tensor | None = None,
+        prior: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Integrate from the prior to data. Returns (types (N,), frac (N, 3), lattice (B, 3, 3)).
 
@@ -170,7 +199,9 @@ class GenerativeModel(nn.Module):
         ``fixed_types`` (N,) holds the composition fixed (crystal structure prediction):
         the type modality is then clamped to it at every step. ``allowed_types``
         (num_types,) bool restricts the elements: masked types draw only allowed
-        tokens; continuous types are read out by the best allowed channel.
+        tokens; continuous types are read out by the best allowed channel. ``prior``
+        (a dict) receives the prior draw and the standardised lattice endpoint
+        (``Coupling``'s fields: reflow's pairs).
         """
         sampler = sampler or self.sampler()
         device = num_atoms.device
@@ -185,6 +216,7 @@ class GenerativeModel(nn.Module):
         if state[1].shape[-1] != frac_columns:
             raise ValueError(f"{type(procs['frac']).__name__}.prior must return 3 coordinates and aux_dim "
                              f"({procs['frac'].aux_dim}) auxiliary columns per atom")
+        start = state
         project = None
         if fixed_types is not None:
             clamp = fixed_types if self.masked_types else F.one_hot(fixed_types, self.num_types).float()
@@ -208,8 +240,26 @@ class GenerativeModel(nn.Module):
             types = types.masked_fill(~allowed_types, float("-inf")).argmax(-1)
         else:
             types = types.argmax(-1)
-        params = self.normalizer.decode(procs["lattice"].finalize(lattice))
-        return types, frac, matrix_from_params(params, num_atoms)
+        lattice = procs["lattice"].finalize(lattice)
+        if prior is not None:
+            prior.update(lattice0=start[0], frac0=start[1][:, :3], lattice1=lattice,
+                         types0=None if self.masked_types else start[2])
+        return types, frac, matrix_from_params(self.normalizer.decode(lattice), num_atoms)
+
+    @torch.no_grad()
+    def teacher_pairs(self, num_atoms: torch.Tensor, steps: int, gen: torch.Generator | None = None,
+                      sampler: Sampler | None = None) -> tuple[CrystalBatch, Coupling]:
+        """Crystals this model draws from its prior, each with the prior point it was
+        integrated from: the training pairs of reflow (Liu et al. 2023, sec. 2.3). The
+        sampler must be deterministic for the paired modalities (the ODE)."""
+        self.check_couples()
+        sampler = sampler or self.sampler()
+        if sampler.mode.stochastic:
+            raise ValueError("reflow pairs need the teacher's ODE (sample.sampler: ode), not its SDE")
+        prior: dict = {}
+        types, frac, lattice = self.sample(num_atoms, steps, gen, sampler=sampler, prior=prior)
+        batch = CrystalBatch(types, frac, lattice, num_atoms, crystal_index(num_atoms))
+        return batch, Coupling(**prior)
 
 
 def count_parameters(model: nn.Module) -> int:

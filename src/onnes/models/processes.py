@@ -94,6 +94,12 @@ def wrapped_normal_score(d: torch.Tensor, sigma: torch.Tensor, images: int, peri
     return -(weights * shifted).sum(-1) / sigma**2
 
 
+def paired_or_drawn(x0: torch.Tensor | None, drawn: torch.Tensor) -> torch.Tensor:
+    """The given base points ``x0`` where they are numbers, ``drawn`` where they are NaN
+    (or everywhere when none is given): a batch may mix paired and unpaired rows."""
+    return drawn if x0 is None else torch.where(torch.isnan(x0), drawn, x0)
+
+
 def randn_like(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
     return torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
 
@@ -122,12 +128,16 @@ class Process:
     has_ode = True
     has_sde = False
     has_corrector = False
+    couples = False  # corrupt() takes a given base point x0 (a coupling, e.g. reflow)
 
     def prior(self, shape, gen, device, ctx: Context | None = None) -> torch.Tensor:
         return torch.randn(shape, generator=gen, device=device)
 
-    def corrupt(self, x1, t, ctx, gen) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_t, regression target) for clean data x1 at times t."""
+    def corrupt(self, x1, t, ctx, gen, x0=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t, regression target) for clean data x1 at times t. ``x0``: the base point
+        of each row's path, given instead of drawn from the prior (a coupling of noise
+        and data, e.g. reflow's teacher pairs; rows of NaN draw their own); only
+        processes with ``couples`` take it."""
         raise NotImplementedError
 
     def loss(self, pred, target, t) -> torch.Tensor:
@@ -247,8 +257,10 @@ class LinearFlow(Process):
     """Conditional flow matching, straight paths from a standard-normal base; the base
     of the standardised lattice parameters is the fitted log-normal (FlowMM)."""
 
-    def corrupt(self, x1, t, ctx, gen):
-        x0 = randn_like(x1, gen)
+    couples = True
+
+    def corrupt(self, x1, t, ctx, gen, x0=None):
+        x0 = paired_or_drawn(x0, randn_like(x1, gen))
         return (1 - t) * x0 + t * x1, x1 - x0
 
     def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
@@ -260,12 +272,13 @@ class TorusFlow(Process):
     x_t = x0 + t log_x0(x1); target velocity log_x0(x1) without its crystal mean."""
 
     torus = True
+    couples = True
 
     def prior(self, shape, gen, device, ctx=None):
         return torch.rand(shape, generator=gen, device=device)
 
-    def corrupt(self, x1, t, ctx, gen):
-        x0 = torch.rand(x1.shape, generator=gen, device=x1.device, dtype=x1.dtype)
+    def corrupt(self, x1, t, ctx, gen, x0=None):
+        x0 = paired_or_drawn(x0, torch.rand(x1.shape, generator=gen, device=x1.device, dtype=x1.dtype))
         delta = signed_wrap(x1 - x0)
         return wrap(x0 + t * delta), remove_crystal_mean(delta, ctx)
 

@@ -64,6 +64,8 @@ def seeds(config: dict) -> dict[str, int]:
         entry = config["models"][name]
         if not entry.get("weights_from"):
             out[f"train {name}"] = derive_seed(config["seed"], name)
+        if entry.get("distill", {}).get("source"):  # the same derivation as onnes.sampling.sample_pairs
+            out[f"reflow pairs {name}"] = derive_seed(config["seed"], name, "reflow-pairs")
         for shard in range(entry["sample"]["shards"]):
             out[f"sample {name} shard {shard}"] = derive_seed(config["seed"], name, "sample", shard)
     for name in config.get("active_baselines", []):

@@ -33,12 +33,13 @@ from tqdm import tqdm
 
 from onnes.crystals import read_table
 from onnes.io import atomic_path
-from onnes.models.batch import CrystalDataset, Vocabulary
+from onnes.models.batch import Coupling, CrystalBatch, CrystalDataset, Vocabulary
 from onnes.models.families import FAMILIES, MODALITIES
 from onnes.models.lattice import LatticeNormalizer, params_from_matrix
 from onnes.models.model import GenerativeModel, count_parameters
 from onnes.train import checkpoint
 from onnes.train.distributed import Runtime, all_reduce_mean, barrier, setup, teardown
+from onnes.train.reflow import PairSet, with_data
 
 log = logging.getLogger(__name__)
 EXIT_RESUME = 75  # EX_TEMPFAIL: interrupted, state saved, run again to resume
@@ -165,6 +166,13 @@ def _install_signal_handlers(flag: _StopFlag) -> None:
             pass
 
 
+def training_batch(dataset, indices, vocabulary, device) -> tuple[CrystalBatch, Coupling | None]:
+    """Batch ``indices`` of a data set (no coupling) or of reflow pairs (with theirs), on ``device``."""
+    batch = dataset.batch(indices, vocabulary)
+    batch, coupling = batch if isinstance(batch, tuple) else (batch, None)
+    return batch.to(device), None if coupling is None else coupling.to(device)
+
+
 @torch.no_grad()
 def evaluate(model: GenerativeModel, val: CrystalDataset, vocabulary, settings, runtime: Runtime, seed: int) -> float:
     batch_size = settings["train"]["batch_size"]
@@ -173,9 +181,9 @@ def evaluate(model: GenerativeModel, val: CrystalDataset, vocabulary, settings, 
         idx = np.arange(b * batch_size, min(len(val), (b + 1) * batch_size))
         if len(idx) == 0:
             break
-        batch = val.batch(idx, vocabulary).to(runtime.device)
+        batch, coupling = training_batch(val, idx, vocabulary, runtime.device)
         gen = torch.Generator(device=runtime.device).manual_seed(derive_seed(seed, "val", b))
-        loss, _ = model.loss(batch, gen)
+        loss, _ = model.loss(batch, gen, coupling)
         total, count = total + float(loss) * len(idx), count + len(idx)
     return total / max(count, 1)
 
@@ -225,15 +233,40 @@ def reward_settings(settings: dict, source_settings: dict) -> dict:
     return {**settings, **inherited, "conditioning": conditioning, "reward": settings["reward"]}
 
 
+def distill_settings(settings: dict, source_settings: dict) -> dict:
+    """A distilled model's settings: its source's architecture (it starts from every
+    source weight); its own training and sampling settings."""
+    if settings["family"] != source_settings["family"]:
+        raise ValueError(f"distill.source is a {source_settings['family']} model; this model says family "
+                         f"{settings['family']}: they must agree")
+    if source_settings["conditioning"]["columns"]:
+        raise ValueError("distill.source must be an unconditional model")
+    return {**settings, **{k: source_settings[k] for k in ARCHITECTURE_KEYS if k in source_settings},
+            "conditioning": source_settings["conditioning"]}
+
+
+def split_pairs(pairs: PairSet, val_fraction: float, seed: int) -> tuple[PairSet, PairSet]:
+    """(training, validation) pairs: a seeded ``val_fraction`` held out (at least one of each)."""
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    held = min(max(1, round(val_fraction * len(pairs))), len(pairs) - 1)
+    if held < 1:
+        raise ValueError(f"reflow needs at least 2 pairs, got {len(pairs)}")
+    return pairs.subset(np.sort(order[held:])), pairs.subset(np.sort(order[:held]))
+
+
 def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, max_steps: int | None = None,
-          base_checkpoint: str | Path | None = None) -> dict:
+          base_checkpoint: str | Path | None = None, pairs_path: str | Path | None = None) -> dict:
     """Train model ``name``; resume from ``{out_dir}/resume/state.ckpt`` when present.
 
     ``max_steps`` stops early (after saving resumable state) without writing last.ckpt:
     used by tests to interrupt a run deterministically. With ``adapter.base`` set,
     ``base_checkpoint`` is that pretrained model: its weights are loaded and, unless
     ``adapter.freeze_base`` is false, frozen so that only the adapters and the condition
-    embedding train.
+    embedding train. With ``distill.source`` set, ``base_checkpoint`` is that model and
+    ``pairs_path`` its reflow pairs (``onnes.train.reflow``): every weight starts from
+    the source's and trains on the pairs, with ``distill.mix_data`` of each batch drawn
+    unpaired from ``train_path`` (otherwise unused; ``val_path`` is: the validation loss
+    is the held-out pairs').
     """
     tcfg = settings["train"]
     out = Path(out_dir)
@@ -242,23 +275,36 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
     model_seed = derive_seed(seed, name)
     torch.manual_seed(model_seed)
 
-    base = None
+    base, data_set = None, None
     adapted, rewarded = settings.get("adapter", {}).get("base"), settings.get("reward", {}).get("source")
-    if adapted or rewarded:
+    distilled = settings.get("distill", {}).get("source")
+    if adapted or rewarded or distilled:
         if base_checkpoint is None:
-            raise ValueError(f"{name}: {'adapter.base' if adapted else 'reward.source'} is set; "
-                             "pass that model's checkpoint")
+            key = "adapter.base" if adapted else "reward.source" if rewarded else "distill.source"
+            raise ValueError(f"{name}: {key} is set; pass that model's checkpoint")
         base = checkpoint.load(base_checkpoint)
-        settings = (reward_settings if rewarded else adapter_settings)(settings, base["settings"])
+        inherit = distill_settings if distilled else reward_settings if rewarded else adapter_settings
+        settings = inherit(settings, base["settings"])
     base_vocabulary = Vocabulary(base["vocabulary"]) if base else None
-    train_set, val_set, vocabulary, normalizer, histogram = prepare_data(settings, train_path, val_path,
-                                                                         base_vocabulary)
+    if distilled:
+        if pairs_path is None:
+            raise ValueError(f"{name}: distill.source is set; pass its reflow pairs")
+        train_set, val_set = split_pairs(PairSet.load(pairs_path), settings["distill"]["val_fraction"],
+                                         derive_seed(seed, name, "pairs"))
+        vocabulary, normalizer, histogram = base_vocabulary, None, base["num_atoms_histogram"]
+        if settings["distill"]["mix_data"] > 0:  # the source's training split, unpaired rows of every batch
+            data_set = prepare_data(settings, train_path, val_path, base_vocabulary)[0]
+    else:
+        train_set, val_set, vocabulary, normalizer, histogram = prepare_data(settings, train_path, val_path,
+                                                                             base_vocabulary)
     model = GenerativeModel(settings, len(vocabulary), normalizer)
     model.set_vocabulary(vocabulary.atomic_numbers)
-    if base is not None and rewarded:
-        model.load_state_dict(base["state_dict"])  # same architecture: every weight, then all train
-        log.info("%s: reward fine-tune of %s; all %d parameters trainable", name, base["model_name"],
-                 count_parameters(model))
+    if base is not None and (rewarded or distilled):
+        model.load_state_dict(base["state_dict"])  # same architecture (normaliser too): every weight, all train
+        log.info("%s: %s of %s; all %d parameters trainable", name,
+                 "reflow" if distilled else "reward fine-tune", base["model_name"], count_parameters(model))
+        if distilled:
+            model.check_couples()
     elif base is not None:
         missing, unexpected = model.load_state_dict(base["state_dict"], strict=False)
         if unexpected or any(not k.startswith(("denoiser.adapters", "denoiser.cond_in", "denoiser.null_cond",
@@ -307,7 +353,10 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
         # (frozen base parameters of an adapter fine-tune are simply not synchronised)
     use_bf16 = tcfg["precision"] == "bf16" and runtime.device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
-    order = BatchOrder(len(train_set), tcfg["batch_size"], model_seed)
+    data_rows = 0 if data_set is None else min(round(settings["distill"]["mix_data"] * tcfg["batch_size"]),
+                                               tcfg["batch_size"] - 1)
+    order = BatchOrder(len(train_set), tcfg["batch_size"] - data_rows, model_seed)
+    data_order = BatchOrder(len(data_set), data_rows, derive_seed(model_seed, "data")) if data_rows else None
     stop = _StopFlag()
     _install_signal_handlers(stop)
     writer = _tensorboard(out) if runtime.is_main else None
@@ -332,10 +381,13 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
     model.train()
     while step < end:
         indices = order.indices(step)[runtime.rank::runtime.world_size]
-        batch = train_set.batch(indices, vocabulary).to(runtime.device)
+        batch, coupling = training_batch(train_set, indices, vocabulary, runtime.device)
+        if data_order is not None:
+            data = data_set.batch(data_order.indices(step)[runtime.rank::runtime.world_size], vocabulary)
+            batch, coupling = with_data(batch, coupling, data.to(runtime.device))
         gen = torch.Generator(device=runtime.device).manual_seed(derive_seed(model_seed, step, runtime.rank))
         with autocast():
-            loss, parts = net(batch, gen)
+            loss, parts = net(batch, gen, coupling)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg["grad_clip"] or float("inf"))

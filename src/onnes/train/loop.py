@@ -265,8 +265,8 @@ def train(settings: dict, name: str, train_path, val_path, out_dir, seed: int, m
     embedding train. With ``distill.source`` set, ``base_checkpoint`` is that model and
     ``pairs_path`` its reflow pairs (``onnes.train.reflow``): every weight starts from
     the source's and trains on the pairs, with ``distill.mix_data`` of each batch drawn
-    unpaired from ``train_path`` (otherwise unused; ``val_path`` is: the validation loss
-    is the held-out pairs').
+    unpaired from ``train_path`` (unused without it); the validation loss is the
+    held-out pairs', not ``val_path``'s.
     """
     tcfg = settings["train"]
     out = Path(out_dir)

@@ -17,6 +17,12 @@ from pymatgen.core import Lattice, Structure
 from onnes.crystals import row_arrays
 
 
+def moved_to(record, device):
+    """A copy of a dataclass record with every tensor field on ``device``."""
+    return replace(record, **{k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                              for k, v in record.__dict__.items()})
+
+
 @dataclass
 class CrystalBatch:
     types: torch.Tensor  # (N,) type index into the model's vocabulary
@@ -31,8 +37,7 @@ class CrystalBatch:
         return int(self.num_atoms.shape[0])
 
     def to(self, device) -> "CrystalBatch":
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
-        return replace(self, **moved)
+        return moved_to(self, device)
 
 
 @dataclass
@@ -50,8 +55,7 @@ class Coupling:
     types0: torch.Tensor | None = None
 
     def to(self, device) -> "Coupling":
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
-        return replace(self, **moved)
+        return moved_to(self, device)
 
 
 def crystal_index(num_atoms: torch.Tensor) -> torch.Tensor:

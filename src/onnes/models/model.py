@@ -39,6 +39,12 @@ def build_processes(settings: dict[str, Any], num_types: int) -> dict[str, Proce
     return processes
 
 
+def uncoupled_modalities(processes: dict[str, Process]) -> list[str]:
+    """The modalities reflow pairs (lattice, coordinates) whose process takes no given
+    base point (``Process.couples``): none for the flow family."""
+    return [m for m in ("lattice", "frac") if not processes[m].couples]
+
+
 class GenerativeModel(nn.Module):
     def __init__(self, settings: dict[str, Any], num_types: int, normalizer: LatticeNormalizer | None = None):
         super().__init__()
@@ -151,12 +157,11 @@ class GenerativeModel(nn.Module):
     def check_couples(self) -> None:
         """Raise unless the lattice and coordinate processes take given base points
         (reflow straightens the paths of a flow; a diffusion has no base point to pair)."""
-        for modality in ("lattice", "frac"):
-            process = self.processes[modality]
-            if not process.couples:
-                raise ValueError(f"{self.settings['family']} model: its {modality} process "
-                                 f"({type(process).__name__}) takes no paired base point; reflow needs the "
-                                 "flow family's processes")
+        fixed = uncoupled_modalities(self.processes)
+        if fixed:
+            verb = "process takes" if len(fixed) == 1 else "processes take"
+            raise ValueError(f"{self.settings['family']} model: its {' and '.join(fixed)} {verb} no paired base "
+                             "point; reflow needs the flow family's processes")
 
     def _predict(self, state, t, num_atoms, crystal, cond, guidance):
         t_vec = torch.full((len(num_atoms),), float(t), device=num_atoms.device)

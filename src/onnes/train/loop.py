@@ -209,13 +209,19 @@ ARCHITECTURE_KEYS = ("family", "types", "processes", "denoiser",
                      *sorted({f.shared[0] for f in FAMILIES.values() if f.shared}))
 
 
+def check_source(key: str, settings: dict, source_settings: dict, unconditional: bool = False) -> None:
+    """The model a training starts from (named by config ``key``) must be of this
+    model's family and, with ``unconditional``, have no conditioning of its own."""
+    if settings["family"] != source_settings["family"]:
+        raise ValueError(f"{key} is a {source_settings['family']} model; this model says family "
+                         f"{settings['family']}: they must agree")
+    if unconditional and source_settings["conditioning"]["columns"]:
+        raise ValueError(f"{key} must be an unconditional model")
+
+
 def adapter_settings(settings: dict, base_settings: dict) -> dict:
     """An adapter fine-tune's settings with its base model's architecture."""
-    if settings["family"] != base_settings["family"]:
-        raise ValueError(f"adapter.base is a {base_settings['family']} model; this model says family "
-                         f"{settings['family']}: they must agree")
-    if base_settings["conditioning"]["columns"]:
-        raise ValueError("adapter.base must be an unconditional model")
+    check_source("adapter.base", settings, base_settings, unconditional=True)
     return {**settings, **{k: base_settings[k] for k in ARCHITECTURE_KEYS if k in base_settings}}
 
 
@@ -223,9 +229,7 @@ def reward_settings(settings: dict, source_settings: dict) -> dict:
     """A reward fine-tune's settings: the source's architecture, conditioning and
     adapters. A conditional source trains through its unconditional branch only
     (p_uncond 1), which is the branch the fine-tune is sampled with."""
-    if settings["family"] != source_settings["family"]:
-        raise ValueError(f"reward.source is a {source_settings['family']} model; this model says family "
-                         f"{settings['family']}: they must agree")
+    check_source("reward.source", settings, source_settings)
     inherited = {k: source_settings[k] for k in (*ARCHITECTURE_KEYS, "adapter") if k in source_settings}
     conditioning = {**source_settings["conditioning"]}
     if conditioning["columns"]:
@@ -236,11 +240,7 @@ def reward_settings(settings: dict, source_settings: dict) -> dict:
 def distill_settings(settings: dict, source_settings: dict) -> dict:
     """A distilled model's settings: its source's architecture (it starts from every
     source weight); its own training and sampling settings."""
-    if settings["family"] != source_settings["family"]:
-        raise ValueError(f"distill.source is a {source_settings['family']} model; this model says family "
-                         f"{settings['family']}: they must agree")
-    if source_settings["conditioning"]["columns"]:
-        raise ValueError("distill.source must be an unconditional model")
+    check_source("distill.source", settings, source_settings, unconditional=True)
     return {**settings, **{k: source_settings[k] for k in ARCHITECTURE_KEYS if k in source_settings},
             "conditioning": source_settings["conditioning"]}
 

@@ -164,6 +164,22 @@ def test_torus_helpers():
     assert torch.allclose(signed_wrap(torch.tensor([0.9, -0.7])), torch.tensor([-0.1, 0.3]), atol=1e-6)
 
 
+def test_torus_flow_scores_the_coordinate_velocity_in_units_of_its_spread():
+    """The zero velocity scores 1 - 1/n per coordinate (uniform log map, variance 1/12,
+    crystal mean removed), level with the unit-scale lattice and type losses; at 1/12 of
+    that the quality preset's flow never left the zero velocity."""
+    atoms, crystals = 8, 2000
+    gen = torch.Generator().manual_seed(0)
+    crystal = torch.arange(crystals).repeat_interleave(atoms)
+    f1 = torch.rand(atoms * crystals, 3, generator=gen)
+    t = torch.rand(crystals, 1, generator=gen)[crystal]
+    process = PROCESSES["torus_flow"]()
+    _, target = process.corrupt(f1, t, Context(crystal, crystals), gen)
+    zero_velocity = process.loss(torch.zeros_like(target), target, t).mean()
+    assert float(zero_velocity) == pytest.approx(1 - 1 / atoms, abs=0.02)
+    assert float(process.loss(target, target, t).mean()) == 0.0
+
+
 def test_masking_reveals_everything_by_the_end():
     process = Masking(num_types=5)
     x = process.prior((7, 5), None, "cpu")

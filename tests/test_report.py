@@ -75,3 +75,21 @@ def test_steering_and_dft_tables_say_intervals_and_put_verified_first():
                         "dft_energy_per_atom": [-3.1, np.nan, np.nan], "dft_seconds": [300.0, 60.0, np.nan]})
     table = measured.dft_table(dft)
     assert table.formula.tolist() == ["AlZn", "Cd"] and table.minutes.tolist() == pytest.approx([5.0, 1.0])
+
+
+def test_candidate_figures_read_the_same_in_the_csv_and_the_hull_context(tmp_path):
+    """A figure rounded twice reads two ways: 0.0504999 eV/atom is 0.050 at three digits
+    but 0.0505 (so 0.051) once the CSV has rounded it to four."""
+    from onnes.report.build import printed_candidates
+    from onnes.report.collect import printable
+
+    table = pd.DataFrame({"e_above_hull": [0.0504999, 0.1234449, 0.0], "decomposition": ["Ge + Pt", "Nb + Sn", "Nb"],
+                          "mlip": "chgnet", "confirm_e_above_hull": [0.0834999, np.nan, 0.0014999],
+                          "confirm_decomposition": ["Ge + Pt", None, "Nb"], "confirm_mlip": "sevennet-0"})
+    printed = printed_candidates(table)
+    printable(printed, list(printed.columns)).to_csv(tmp_path / "candidates.csv", index=False)
+    for _, row in pd.read_csv(tmp_path / "candidates.csv").iterrows():
+        assert row.hull_context.startswith(f"{row.e_above_hull:+.3f} eV/atom, decomposes to {row.decomposition} ")
+        if pd.notna(row.confirm_e_above_hull):
+            assert f"; {row.confirm_e_above_hull:+.3f}, to " in row.hull_context
+

@@ -181,6 +181,15 @@ def _chemical_map(inputs: ReportInputs, out: Path) -> bool:
     return True
 
 
+def printed_candidates(table: pd.DataFrame) -> pd.DataFrame:
+    """The candidate table as the report prints it: floats rounded once, before anything
+    prints them, so that the CSV, the page and the hull context say the same figure
+    (0.05049 eV/atom would read 0.050 in one and 0.051 in another), with the hull context."""
+    table = collect.rounded(table)
+    table["hull_context"] = [hull.context(row) for _, row in table.iterrows()]
+    return table
+
+
 def _dft_of_every_round(inputs: ReportInputs) -> pd.DataFrame | None:
     """Round 0's dft.parquet, then each later round's (dft/rounds/{k}/), with a round column."""
     from onnes.graph import CampaignGraph
@@ -221,8 +230,7 @@ def write_report(inputs: ReportInputs) -> Path:
     figures.predictor(held_out, out / FIGURES["predictor"])
 
     top = inputs.config["report"]["top_candidates"]
-    candidates = collect.candidate_table(inputs.results, inputs.sources, dft, top)
-    candidates["hull_context"] = [hull.context(row) for _, row in candidates.iterrows()]
+    candidates = printed_candidates(collect.candidate_table(inputs.results, inputs.sources, dft, top))
     _write_csv(collect.printable(candidates, collect.CANDIDATE_COLUMNS), out / "candidates.csv")
     references = None
     if inputs.hull_references is not None and Path(inputs.hull_references).exists():

@@ -144,12 +144,17 @@ def candidate_table(results: Path, sources: list[str], dft: pd.DataFrame | None,
     return table
 
 
-def printable(table: pd.DataFrame, columns: list[str], digits: int = 4) -> pd.DataFrame:
-    """Selected columns with floats rounded, so that tables compare byte for byte
-    between runs (no last-bit noise). Optional columns the table lacks (an interval level
-    the predictor was not asked for) are left out."""
-    out = table[[c for c in columns if c in table]].copy()
+def rounded(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """The table with its float columns rounded to ``digits``."""
+    out = table.copy()
     for column in out.columns:
         if pd.api.types.is_float_dtype(out[column]):
             out[column] = out[column].round(digits)
     return out
+
+
+def printable(table: pd.DataFrame, columns: list[str], digits: int = 4) -> pd.DataFrame:
+    """Selected columns with floats rounded, so that tables compare byte for byte
+    between runs (no last-bit noise). Optional columns the table lacks (an interval level
+    the predictor was not asked for) are left out."""
+    return rounded(table[[c for c in columns if c in table]], digits)

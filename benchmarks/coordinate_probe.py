@@ -20,8 +20,6 @@ from curate_all import hardware  # noqa: E402
 
 from onnes.crystals import read_table  # noqa: E402
 from onnes.models.batch import CrystalDataset, Vocabulary  # noqa: E402
-from onnes.models.lattice import params_from_matrix  # noqa: E402
-from onnes.models.processes import Context  # noqa: E402
 from onnes.sampling import load_model  # noqa: E402
 
 
@@ -31,18 +29,13 @@ def probe(checkpoint: Path, val: Path, crystals: int, times: list[float], seed: 
     vocabulary = vocabulary if isinstance(vocabulary, Vocabulary) else Vocabulary(vocabulary)
     dataset = CrystalDataset.from_table(read_table(val).head(crystals), max_atoms=model.settings["max_atoms"])
     batch = dataset.batch(list(range(len(dataset))), vocabulary)
-    ctx = Context(batch.crystal, batch.num_crystals)
     gen = torch.Generator().manual_seed(seed)
-    lattice1 = model.normalizer.encode(params_from_matrix(batch.lattice, batch.num_atoms))
     rows = []
     for value in times:
         t = torch.full((batch.num_crystals, 1), value)
-        t_atoms = t[batch.crystal]
-        lattice_t, _ = model.processes["lattice"].corrupt(lattice1, t, ctx, gen)
-        frac_t, target = model.processes["frac"].corrupt(batch.frac, t_atoms, ctx, gen)
-        types_t, _ = model.processes["types"].corrupt(model._clean_types(batch.types), t_atoms, ctx, gen)
+        state, (_, target, _) = model.corrupted(batch, t, gen)
         with torch.no_grad():
-            _, predicted, _ = model._net(lattice_t, frac_t, types_t, t.squeeze(-1), batch.num_atoms, batch.crystal)
+            _, predicted, _ = model.denoise(state, t, batch)
         predicted = predicted[:, : target.shape[-1]]
         rows.append({"t": value, "target_rms": float(target.pow(2).mean().sqrt()),
                      "predicted_rms": float(predicted.pow(2).mean().sqrt()),

@@ -239,13 +239,12 @@ def _check_distill(config: dict[str, Any], name: str, entry: dict[str, Any], pro
     if SamplingPlan.of(teacher["family"], teacher["sample"]).sampler != "ode":
         raise ConfigError(f"{key}: reflow pairs come from the source's ODE; set models.{source}.sample.sampler: ode")
     if processes:
-        from onnes.models.model import build_processes, uncoupled_modalities
+        from onnes.models.model import build_processes, uncoupled_phrase
 
-        fixed = uncoupled_modalities(build_processes(teacher, num_types=2))
-        verb = "process takes" if len(fixed) == 1 else "processes take"
-        if fixed:
-            raise ConfigError(f"{key}: the {teacher['family']} family's {' and '.join(fixed)} {verb} no "
-                              "paired base point; reflow needs the flow family's processes")
+        phrase = uncoupled_phrase(build_processes(teacher, num_types=2))
+        if phrase:
+            raise ConfigError(f"{key}: the {teacher['family']} family's {phrase}; reflow needs the flow "
+                              "family's processes")
 
 
 def dataset_settings(data: dict[str, Any], name: str) -> dict[str, Any]:

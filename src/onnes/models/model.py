@@ -39,10 +39,16 @@ def build_processes(settings: dict[str, Any], num_types: int) -> dict[str, Proce
     return processes
 
 
-def uncoupled_modalities(processes: dict[str, Process]) -> list[str]:
-    """The modalities reflow pairs (lattice, coordinates) whose process takes no given
-    base point (``Process.couples``): none for the flow family."""
-    return [m for m in ("lattice", "frac") if not processes[m].couples]
+def uncoupled_phrase(processes: dict[str, Process]) -> str:
+    """Why reflow cannot pair these processes, as a phrase ("frac process takes no
+    paired base point"), or "" when it can: the modalities reflow pairs (lattice,
+    coordinates) whose process takes no given base point (``Process.couples``); none
+    for the flow family."""
+    fixed = [m for m in ("lattice", "frac") if not processes[m].couples]
+    if not fixed:
+        return ""
+    verb = "process takes" if len(fixed) == 1 else "processes take"
+    return f"{' and '.join(fixed)} {verb} no paired base point"
 
 
 class GenerativeModel(nn.Module):
@@ -111,15 +117,15 @@ class GenerativeModel(nn.Module):
         return self.denoiser(self._types_input(types_t), frac_t[:, :3], lattice_t, t, num_atoms, crystal, cond,
                              drop, aux)
 
-    def loss(self, batch: CrystalBatch, gen: torch.Generator | None = None,
-             coupling: Coupling | None = None) -> tuple[torch.Tensor, dict]:
-        """The denoising/regression loss at random times. With ``coupling`` (reflow), each
-        modality whose process couples starts its path at the given base point (rows of
-        NaN, crystals of the data set mixed in, draw theirs); masked types keep their own
-        corruption of the batch's types."""
-        device = batch.frac.device
+    def corrupted(self, batch: CrystalBatch, t: torch.Tensor, gen: torch.Generator | None = None,
+                  coupling: Coupling | None = None) -> tuple[tuple, tuple]:
+        """The batch carried along each modality's path to the times ``t`` (one per
+        crystal, shape (B, 1)): the corrupted (lattice, frac, types) and the targets the
+        network regresses. With ``coupling`` (reflow), each modality whose process couples
+        starts its path at the given base point (rows of NaN, crystals of the data set
+        mixed in, draw theirs); masked types keep their own corruption of the batch's
+        types."""
         ctx = Context(batch.crystal, batch.num_crystals)
-        t = T_EPS + (1 - 2 * T_EPS) * torch.rand(batch.num_crystals, 1, generator=gen, device=device)
         t_atoms = t[batch.crystal]
         base = {m: {} for m in MODALITIES}
         if coupling is None:
@@ -138,14 +144,28 @@ class GenerativeModel(nn.Module):
         frac_t, frac_target = self.processes["frac"].corrupt(batch.frac, t_atoms, ctx, gen, **base["frac"])
         types_t, types_target = self.processes["types"].corrupt(self._clean_types(batch.types), t_atoms, ctx, gen,
                                                                 **base["types"])
+        return (lattice_t, frac_t, types_t), (lattice_target, frac_target, types_target)
+
+    def denoise(self, state: tuple, t: torch.Tensor, batch: CrystalBatch, drop: torch.Tensor | None = None) -> tuple:
+        """The network's (lattice, frac, types) outputs on a corrupted ``state`` of
+        ``batch``'s crystals at times ``t`` (B, 1), under the batch's conditions
+        (``drop``: crystals whose conditions are dropped)."""
+        return self._net(*state, t.squeeze(-1), batch.num_atoms, batch.crystal, batch.cond, drop)
+
+    def loss(self, batch: CrystalBatch, gen: torch.Generator | None = None,
+             coupling: Coupling | None = None) -> tuple[torch.Tensor, dict]:
+        """The denoising/regression loss at random times (``corrupted`` says how a
+        ``coupling`` is used)."""
+        device = batch.frac.device
+        t = T_EPS + (1 - 2 * T_EPS) * torch.rand(batch.num_crystals, 1, generator=gen, device=device)
+        t_atoms = t[batch.crystal]
+        state, targets = self.corrupted(batch, t, gen, coupling)
         drop = None
         if batch.cond is not None and self.p_uncond > 0:
             drop = torch.rand(batch.num_crystals, generator=gen, device=device) < self.p_uncond
-        preds = self._net(lattice_t, frac_t, types_t, t.squeeze(-1), batch.num_atoms, batch.crystal, batch.cond, drop)
+        preds = self.denoise(state, t, batch, drop)
         parts = {}
-        for modality, pred, target, tt in zip(
-            MODALITIES, preds, (lattice_target, frac_target, types_target), (t, t_atoms, t_atoms)
-        ):
+        for modality, pred, target, tt in zip(MODALITIES, preds, targets, (t, t_atoms, t_atoms)):
             parts[modality] = self.processes[modality].loss(pred.float(), target, tt).mean()
         total = sum(self.loss_weights[m] * parts[m] for m in MODALITIES)
         return total, {f"loss_{m}": float(v.detach()) for m, v in parts.items()}
@@ -157,11 +177,10 @@ class GenerativeModel(nn.Module):
     def check_couples(self) -> None:
         """Raise unless the lattice and coordinate processes take given base points
         (reflow straightens the paths of a flow; a diffusion has no base point to pair)."""
-        fixed = uncoupled_modalities(self.processes)
-        if fixed:
-            verb = "process takes" if len(fixed) == 1 else "processes take"
-            raise ValueError(f"{self.settings['family']} model: its {' and '.join(fixed)} {verb} no paired base "
-                             "point; reflow needs the flow family's processes")
+        phrase = uncoupled_phrase(self.processes)
+        if phrase:
+            raise ValueError(f"{self.settings['family']} model: its {phrase}; reflow needs the flow family's "
+                             "processes")
 
     def _predict(self, state, t, num_atoms, crystal, cond, guidance):
         t_vec = torch.full((len(num_atoms),), float(t), device=num_atoms.device)

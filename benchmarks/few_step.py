@@ -82,6 +82,8 @@ def figures(samples: pd.DataFrame, test: pd.DataFrame, oxidation_states: str,
     if reference_fp is not None:  # CDVAE coverage over every generated structure, the campaign's cutoffs
         cov = coverage(fingerprints(samples, workers), reference_fp)
         row["COV-R / COV-P"] = f"{cov['cov_recall']:.3f} / {cov['cov_precision']:.3f}"
+        row["COV-R structure / composition"] = (f"{cov['cov_recall_structure']:.3f} / "
+                                                f"{cov['cov_recall_composition']:.3f}")
     return row
 
 

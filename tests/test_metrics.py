@@ -42,6 +42,17 @@ def test_coverage_recall_drops_when_structures_are_missing(reference_fp):
     result = metrics.coverage(reference_fp.iloc[[0]], reference_fp)
     assert result["cov_recall"] == pytest.approx(1 / 3)
     assert result["cov_precision"] == 1.0
+    # Each half alone finds at least what both together find.
+    assert result["cov_recall_structure"] >= 1 / 3 and result["cov_recall_composition"] >= 1 / 3
+
+
+def test_coverage_says_which_half_limits_recall(reference_fp):
+    # Generated = the reference with its compositions moved far away: every structure
+    # is found, no composition, so recall is 0 and the composition half is the reason.
+    shifted = reference_fp.assign(comp_fp=[[v + 1e4 for v in fp] for fp in reference_fp.comp_fp])
+    result = metrics.coverage(shifted, reference_fp)
+    assert result["cov_recall"] == 0.0
+    assert result["cov_recall_structure"] == 1.0 and result["cov_recall_composition"] == 0.0
 
 
 def test_wasserstein_distances(reference):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from onnes.models.families import SamplingPlan
-from onnes.models.processes import Context, LinearFlow, StepMode, VPDiffusion, WrappedNormalVE, cosine_alpha_bar, \
-    signed_wrap, wrap
+from onnes.models.processes import Context, LinearFlow, StepMode, TorusFlow, VPDiffusion, WrappedNormalVE, \
+    cosine_alpha_bar, signed_wrap, wrap
 from onnes.models.samplers import Euler, build_sampler, time_grid
 
 POINTS, WEIGHTS = torch.tensor([-1.0, 2.0], dtype=torch.float64), torch.tensor([0.3, 0.7], dtype=torch.float64)
@@ -149,3 +149,49 @@ def test_ddim_is_an_ode_sampler_option():
     assert not build_sampler(SamplingPlan.of("diffusion", {}), straight_paths()).mode.ddim
     with pytest.raises(ValueError, match="DDIM"):
         SamplingPlan.of("diffusion", {"ddim": True, "sampler": "sde"})
+
+
+def torus_point_mass_run(centre, x, steps: int, anti_anneal: float) -> list[torch.Tensor]:
+    """Euler on the exact torus-flow velocity of a point mass at ``centre``, signed_wrap(c
+    - x) / (1 - t) (the rest of the geodesic in the time left); the state after each step."""
+    process, mode = TorusFlow(), StepMode(anti_anneal=anti_anneal)
+    ctx, states = Context(torch.arange(len(x)), len(x)), []
+    for t, t_next in zip(time_grid(steps), time_grid(steps)[1:]):
+        tt = torch.full((len(x), 1), t, dtype=x.dtype)
+        velocity = signed_wrap(centre - x) / (1 - tt)
+        x = process.step(x, velocity, tt, torch.full_like(tt, t_next - t), ctx, None, mode)
+        states.append(x)
+    return states
+
+
+def test_anti_annealing_moves_the_coordinates_sooner_and_never_past_the_predicted_end():
+    # A step at t moves min(dt (1 + s t), 1 - t) along the velocity: the fraction of the
+    # way left that it covers is min(dt (1 + s t) / (1 - t), 1), so on a point mass the
+    # distance left after each step is known in closed form, and the last step (or the
+    # first whose scaled step reaches 1 - t) lands on the point: no overshoot, whatever s.
+    gen = torch.Generator().manual_seed(4)
+    centre = torch.rand(200, 3, generator=gen, dtype=torch.float64)
+    start = torch.rand(200, 3, generator=gen, dtype=torch.float64)
+    distance = signed_wrap(centre - start).abs()
+    for steps in (1, 4, 16):
+        for s in (0.0, 3.0, 10.0):
+            states = torus_point_mass_run(centre, start, steps, s)
+            left = 1.0
+            for (t, t_next), state in zip(zip(time_grid(steps), time_grid(steps)[1:]), states):
+                left *= 1 - min((t_next - t) * (1 + s * t) / (1 - t), 1.0)
+                assert torch.allclose(signed_wrap(centre - state).abs(), left * distance, atol=1e-12)
+            assert torch.allclose(signed_wrap(centre - states[-1]), torch.zeros_like(start), atol=1e-12)
+    # s = 0 is Euler; s > 0 is sooner: half-way through 16 steps at s = 3 the atoms have
+    # 28.2 % of the way left, against plain Euler's 50 %.
+    plain, sooner = torus_point_mass_run(centre, start, 16, 0.0), torus_point_mass_run(centre, start, 16, 3.0)
+    ratio = signed_wrap(centre - sooner[7]).abs().sum() / signed_wrap(centre - plain[7]).abs().sum()
+    assert float(ratio) == pytest.approx(0.282 / 0.5, abs=1e-3)
+
+
+def test_anti_annealing_is_a_flow_coordinate_option():
+    plan = SamplingPlan.of("flow", {"anti_anneal": 3})
+    assert build_sampler(plan, {"lattice": LinearFlow(), "frac": TorusFlow(), "types": LinearFlow()}).mode.anti_anneal == 3
+    with pytest.raises(ValueError, match="anti_anneal"):
+        SamplingPlan.of("flow", {"anti_anneal": -1})
+    with pytest.raises(ValueError, match="anti_anneal"):  # coordinates that are not a torus flow
+        build_sampler(plan, straight_paths())

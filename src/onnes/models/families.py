@@ -110,7 +110,9 @@ class SamplingPlan:
     have a corrector (``step_lr`` their step size, None: the process's own); masked types
     are drawn at ``type_temperature`` and revealed in ``unmasking`` order; the steps
     follow the time grid t_k = 1 - (1 - k / steps)^``grid_power`` (1: uniform); ``ddim``
-    gives the diffusion processes DDIM's deterministic step under the ode sampler."""
+    gives the diffusion processes DDIM's deterministic step under the ode sampler;
+    ``anti_anneal`` s > 0 scales the flow's coordinate velocity by 1 + s t (FlowMM's
+    inference anti-annealing, each step capped at the endpoint it predicts)."""
 
     sampler: str
     steps: int
@@ -122,6 +124,7 @@ class SamplingPlan:
     unmasking: str = "random"
     grid_power: float = 1.0
     ddim: bool = False
+    anti_anneal: float = 0.0
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -136,6 +139,8 @@ class SamplingPlan:
             raise ValueError("sample.type_temperature must be > 0")
         if self.grid_power <= 0:
             raise ValueError("sample.grid_power must be > 0")
+        if self.anti_anneal < 0:
+            raise ValueError("sample.anti_anneal must be >= 0")
         if self.unmasking not in UNMASKING_ORDERS:
             raise ValueError(f"unknown unmasking order '{self.unmasking}' (random or confidence)")
 
@@ -153,4 +158,5 @@ class SamplingPlan:
                    type_temperature=float(sample.get("type_temperature", 1.0)),
                    unmasking=sample.get("unmasking", "random"),
                    grid_power=float(sample.get("grid_power", 1.0)),
-                   ddim=bool(sample.get("ddim", False)))
+                   ddim=bool(sample.get("ddim", False)),
+                   anti_anneal=float(sample.get("anti_anneal", 0.0)))

@@ -43,7 +43,8 @@ class StepMode:
     level ``noise`` where the process has a tunable one (interpolants); masked types are
     drawn at ``temperature`` and revealed in ``unmasking`` order (random or confidence);
     ``ddim`` gives the diffusion processes (DDPM, wrapped-normal VE) a deterministic
-    step in place of their ancestral one when ``stochastic`` is false. Sampling
+    step in place of their ancestral one when ``stochastic`` is false; ``anti_anneal``
+    s > 0 scales the flow's coordinate velocity by 1 + s t (``TorusFlow.step``). Sampling
     settings reach a process only this way, never as its state."""
 
     stochastic: bool = False
@@ -51,6 +52,7 @@ class StepMode:
     temperature: float = 1.0
     unmasking: str = "random"
     ddim: bool = False
+    anti_anneal: float = 0.0
 
 
 ODE = StepMode()
@@ -129,6 +131,7 @@ class Process:
     has_sde = False
     has_corrector = False
     couples = False  # corrupt() takes a given base point x0 (a coupling, e.g. reflow)
+    anti_anneals = False  # step() scales its velocity by StepMode.anti_anneal's 1 + s t
 
     def prior(self, shape, gen, device, ctx: Context | None = None) -> torch.Tensor:
         return torch.randn(shape, generator=gen, device=device)
@@ -273,6 +276,7 @@ class TorusFlow(Process):
 
     torus = True
     couples = True
+    anti_anneals = True
 
     def prior(self, shape, gen, device, ctx=None):
         return torch.rand(shape, generator=gen, device=device)
@@ -293,6 +297,12 @@ class TorusFlow(Process):
         return super().loss(pred, target, t) / self.TARGET_VARIANCE
 
     def step(self, x, pred, t, dt, ctx, gen, mode=ODE):
+        if mode.anti_anneal:
+            # FlowMM's inference anti-annealing (Miller et al. 2024): the velocity scaled
+            # by 1 + s t. The velocity estimates E[x1 - x_t | x_t] / (1 - t), so a step is
+            # capped at 1 - t, the endpoint it predicts: uncapped, a few large steps near
+            # t = 1 would carry atoms past it.
+            dt = torch.minimum(dt * (1 + mode.anti_anneal * t), torch.maximum(1 - t, dt))
         return wrap(x + dt * pred)
 
 

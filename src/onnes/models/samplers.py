@@ -138,10 +138,14 @@ def build_sampler(plan: SamplingPlan, processes: dict[str, Process]) -> Sampler:
     (Euler-Maruyama at ``noise``) on the plan's time grid (``grid_power``), wrapped in a
     predictor-corrector when ``corrector_steps`` > 0 and a process has a corrector.
     Raises ValueError when a process cannot take the plan's steps (SDE sampling of a
-    gamma-free interpolant)."""
+    gamma-free interpolant, anti-annealing of coordinates that are not a flow's)."""
     stochastic = plan.sampler == "sde"
+    if plan.anti_anneal and not processes["frac"].anti_anneals:
+        raise ValueError("sample.anti_anneal scales the flow family's coordinate velocity (torus_flow); "
+                         f"this model's coordinates are {type(processes['frac']).__name__}")
     mode = StepMode(stochastic=stochastic, noise=plan.noise if stochastic else 0.0,
-                    temperature=plan.type_temperature, unmasking=plan.unmasking, ddim=plan.ddim)
+                    temperature=plan.type_temperature, unmasking=plan.unmasking, ddim=plan.ddim,
+                    anti_anneal=plan.anti_anneal)
     if mode.stochastic:
         predictor: Sampler = EulerMaruyama(processes, mode, plan.grid_power)
     else:

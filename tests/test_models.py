@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from models_fixtures import model_settings, toy_structures
 
 from onnes import crystals
@@ -207,6 +208,50 @@ def test_confident_unmasking_reveals_the_expected_count_most_certain_first():
         revealed += (process.step(x, logits, t, dt, ctx, torch.Generator().manual_seed(seed), confident) != 4).float()
     assert revealed[0] == 200 and revealed[1:6].sum() == 0  # exactly one per step, the certain atom
     assert 100 < revealed[9] < 170 and revealed[6:9].sum() == 0  # 2/3 on average, stochastically rounded
+
+
+def test_stratified_unmasking_reveals_round_n_t_of_each_crystal_one_atom_a_step():
+    process, steps = Masking(num_types=3), 16
+    sizes = [1, 3, 7, 16, 20]
+    crystal = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    ctx, x = Context(crystal, len(sizes)), process.prior((len(crystal), 3), None, "cpu")
+    gen, sizes_t = torch.Generator().manual_seed(0), torch.tensor(sizes)
+    for k in range(steps):
+        t, dt = torch.full((len(crystal), 1), k / steps), torch.full((len(crystal), 1), 1 / steps)
+        before = torch.bincount(crystal[x != 3], minlength=len(sizes))
+        x = process.step(x, torch.randn(len(crystal), 3), t, dt, ctx, gen, StepMode(unmasking="stratified"))
+        after = torch.bincount(crystal[x != 3], minlength=len(sizes))
+        assert torch.equal(after, torch.floor(sizes_t * (k + 1) / steps + 0.5).long())
+        assert ((after - before) <= torch.ceil(sizes_t / steps)).all()  # one a step while n <= steps
+    assert (x != 3).all()
+
+
+def test_stratified_unmasking_draws_the_exact_joint_law_where_random_reveals_do_not():
+    """A law with a known answer: every atom of a 4-atom crystal has the same type, one
+    of 3 at random. The exact denoiser predicts the type of a revealed neighbour, else
+    each type at 1/3. Revealed one at a time (4 steps), every crystal comes out of one
+    type; the exact reverse process's random reveals draw atoms revealed in the same
+    step independently and mix types."""
+    process, n, crystals, steps = Masking(num_types=3), 4, 3000, 4
+    crystal = torch.arange(crystals).repeat_interleave(n)
+    ctx = Context(crystal, crystals)
+
+    def exact_logits(x):
+        revealed = (x != 3).float()
+        seen = torch.zeros(crystals, 3).index_add_(0, crystal, F.one_hot(x.clamp(max=2), 3) * revealed[:, None])
+        return torch.where(seen[crystal] > 0, 0.0, -1e9).where(seen[crystal].sum(1, keepdim=True) > 0, 0.0)
+
+    mixed = {}
+    for order in ("stratified", "random"):
+        x, gen = process.prior((len(crystal), 3), None, "cpu"), torch.Generator().manual_seed(1)
+        for k in range(steps):
+            t, dt = torch.full((len(crystal), 1), k / steps), torch.full((len(crystal), 1), 1 / steps)
+            x = process.step(x, exact_logits(x), t, dt, ctx, gen, StepMode(unmasking=order))
+        kinds = x.view(crystals, n)
+        mixed[order] = (kinds != kinds[:, :1]).any(1).float().mean().item()
+        assert torch.bincount(kinds[:, 0], minlength=3).min() > crystals / 3 - 150  # each type about 1/3
+    assert mixed["stratified"] == 0.0
+    assert mixed["random"] > 0.2
 
 
 def test_type_temperature_sharpens_draws():

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 MODALITIES = ("lattice", "frac", "types")
 SAMPLERS = ("ode", "sde")
-UNMASKING_ORDERS = ("random", "confidence")
+UNMASKING_ORDERS = ("random", "confidence", "stratified")
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ class SamplingPlan:
         if self.anti_anneal < 0:
             raise ValueError("sample.anti_anneal must be >= 0")
         if self.unmasking not in UNMASKING_ORDERS:
-            raise ValueError(f"unknown unmasking order '{self.unmasking}' (random or confidence)")
+            raise ValueError(f"unknown unmasking order '{self.unmasking}' ({', '.join(UNMASKING_ORDERS)})")
 
     @classmethod
     def of(cls, family_name: str, sample: Mapping[str, Any]) -> SamplingPlan:

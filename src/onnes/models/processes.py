@@ -41,7 +41,8 @@ class StepMode:
     """How a sampler asks a process to step: the deterministic (probability-flow) update
     or the stochastic one (Euler-Maruyama / exponential integrator), with the noise
     level ``noise`` where the process has a tunable one (interpolants); masked types are
-    drawn at ``temperature`` and revealed in ``unmasking`` order (random or confidence);
+    drawn at ``temperature`` and revealed in ``unmasking`` order (random, confidence or
+    stratified);
     ``ddim`` gives the diffusion processes (DDPM, wrapped-normal VE) a deterministic
     step in place of their ancestral one when ``stochastic`` is false; ``anti_anneal``
     s > 0 scales the flow's coordinate velocity by 1 + s t (``TorusFlow.step``). Sampling
@@ -598,9 +599,20 @@ class Masking(Process):
     Sampling knobs (no retraining, from the sampler's ``StepMode``): ``temperature``
     divides the logits before a type is drawn; ``unmasking`` picks which masked atoms
     are revealed at a step: ``random`` (each
-    with probability dt / (1 - t), the exact reverse process) or ``confidence`` (the same
+    with probability dt / (1 - t), the exact reverse process), ``confidence`` (the same
     expected number per crystal, taken where the network is most certain: MaskGIT, Chang
-    et al. 2022), so the first elements fixed in a cell are the ones the rest agree on.
+    et al. 2022), so the first elements fixed in a cell are the ones the rest agree on,
+    or ``stratified`` (a crystal of n atoms has round(n t) of them revealed at time t,
+    chosen at random, so no two are revealed in the same step while n <= steps).
+
+    Why stratified: atoms revealed in the same step are drawn independently from their
+    marginals, which is the factorization error of few-step masked diffusion (two
+    atoms revealed together need not agree on a composition). Revealed one at a time,
+    each conditioned on those before it, an exact denoiser draws the exact joint law of
+    the types whatever the order (masked models do not depend on the reveal times:
+    Zheng et al. 2024, "Masked diffusion models are secretly time-agnostic masked
+    models", their first-hitting sampler). The count revealed by time t stays the
+    training law's mean, n t.
     """
 
     has_ode = False
@@ -630,19 +642,34 @@ class Masking(Process):
         drawn = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
         if mode.unmasking == "random":
             unmask = masked & (torch.rand(x.shape, generator=gen, device=x.device) < p_unmask)
+        elif mode.unmasking == "confidence":
+            # Per crystal, round(p * masked count) (stochastically rounded) of its masked
+            # atoms: those whose drawn type has the highest probability.
+            expected = torch.zeros(ctx.num_crystals, device=x.device).index_add_(0, ctx.crystal, masked * p_unmask)
+            quota = torch.floor(expected + torch.rand(expected.shape, generator=gen, device=x.device))
+            unmask = self._highest_per_crystal(masked, probs.gather(-1, drawn.unsqueeze(-1)).squeeze(-1), quota, ctx)
         else:
-            unmask = self._most_confident(masked, probs.gather(-1, drawn.unsqueeze(-1)).squeeze(-1), p_unmask, ctx,
-                                          gen)
+            unmask = self._highest_per_crystal(masked, torch.rand(x.shape, generator=gen, device=x.device),
+                                               self._stratified_quota(masked, t_next, ctx), ctx)
         return torch.where(unmask, drawn, x)
 
     @staticmethod
-    def _most_confident(masked, confidence, p_unmask, ctx, gen):
-        """Per crystal, reveal round(p * masked count) (stochastically rounded) of its
-        masked atoms: those whose drawn type has the highest probability."""
+    def _stratified_quota(masked, t_next, ctx):
+        """Per crystal, how many atoms to reveal so that round(n t_next) of its n atoms
+        are revealed after the step (all of them at t_next = 1)."""
+        crystal, ones = ctx.crystal, torch.ones_like(t_next)
+        atoms = torch.zeros(ctx.num_crystals, device=masked.device).index_add_(0, crystal, ones)
+        revealed = torch.zeros_like(atoms).index_add_(0, crystal, (~masked).to(ones.dtype))
+        t_crystal = torch.zeros_like(atoms).index_copy_(0, crystal, t_next)  # a crystal's atoms share one t
+        target = torch.where(t_crystal >= 1 - 1e-6, atoms, torch.floor(atoms * t_crystal + 0.5))
+        return (target - revealed).clamp_min(0)
+
+    @staticmethod
+    def _highest_per_crystal(masked, score, quota, ctx):
+        """The ``quota[c]`` masked atoms of each crystal c with the highest ``score``
+        (scores lie in [0, 1])."""
         crystal = ctx.crystal
-        expected = torch.zeros(ctx.num_crystals, device=masked.device).index_add_(0, crystal, masked * p_unmask)
-        quota = torch.floor(expected + torch.rand(expected.shape, generator=gen, device=masked.device))
-        score = torch.where(masked, confidence, torch.full_like(confidence, -1.0))  # confidences lie in [0, 1]
+        score = torch.where(masked, score, torch.full_like(score, -1.0))
         # Sort by crystal, then by descending score; an atom's rank within its crystal
         # is its sorted position minus the crystal's offset.
         order = torch.argsort(crystal.to(score.dtype) * 4.0 - score)
